@@ -1,0 +1,3 @@
+from icepick.cli import main
+
+raise SystemExit(main())
