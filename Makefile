@@ -1,0 +1,35 @@
+# The whole set-up is `make smoke` (run the pipeline on the small built-in configuration)
+# and `make test` (run the test suite). Both create .venv/ and install the project first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Where pip carries a local cap at torch 2.14.1 (wheels on disk), take exactly those files;
+# anywhere else any recent torch/torchvision will do.
+TORCH ?= $(shell grep -qs '^torch<=2.14.1' /etc/xdg/pip/constraints.txt && echo 'torch==2.14.1 torchvision==0.29.1' || echo 'torch torchvision')
+
+.PHONY: install test smoke paper lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test,slurm]'
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+smoke: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/smoke
+
+paper: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores all --resources gpu=1
+
+lint: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+
+clean:
+	rm -rf results/*/ paper_figures/*.pdf paper_figures/*.png paper_figures/*.tex paper_figures/*.md .snakemake

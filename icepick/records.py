@@ -1,0 +1,160 @@
+"""Writing artifacts safely and recording where they came from.
+
+Every artifact is written to a temporary file in the destination folder and renamed into
+place, so a killed process never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_path",
+    "write_json",
+    "read_json",
+    "write_csv",
+    "provenance",
+    "resolve_device",
+    "synchronize",
+    "set_threads",
+]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a damaged file raises ValueError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun the step that writes it") from err
+
+
+def write_csv(path: str | os.PathLike, frame: Any) -> None:
+    """Write a pandas DataFrame as CSV without its index, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """The current git commit (with '-dirty' if the tree has changes), or 'unknown'."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: Any = None) -> dict[str, Any]:
+    """Versions, device, git commit, host and time: stored in every record."""
+    import torch
+    import torchvision
+
+    from icepick import __version__
+
+    dev = str(device) if device is not None else "cpu"
+    if device is not None and torch.device(device).type == "cuda":
+        dev = f"{dev} ({torch.cuda.get_device_name(torch.device(device))})"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "icepick": __version__,
+        "device": dev,
+        "git_commit": git_commit(),
+        "hostname": socket.gethostname(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def resolve_device(name: str = "auto") -> "torch.device":
+    """Map a config value ('auto', 'cpu', 'cuda', 'cuda:1') to a torch.device.
+
+    'auto' picks CUDA when it is available. Asking for CUDA on a machine without it raises
+    a ValueError that says so instead of failing later inside torch.
+    """
+    import torch
+
+    from icepick.config import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {name!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {name!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
+    return device
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued GPU work so that a clock reading covers it (no-op on the CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op thread count (Snakemake passes its ``threads``)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def timed(fn: Callable[[], Any], device: Any) -> tuple[Any, float]:
+    """Run ``fn`` and return (result, seconds), synchronising the device before each reading."""
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
