@@ -1,0 +1,396 @@
+"""Algorithm 1 of the paper (ICE-Pick) and the iterative-pruning baseline.
+
+For each prunable block in forward order: prune it (L1 filters, ratio r); test; if the
+accuracy drop from the unpruned model is at least theta, fine-tune at the rate of Eq. 1
+(or the fixed rate). Layers chosen by the freeze trace stay frozen throughout. The
+baseline fine-tunes a full epoch after every step at the fixed rate, with nothing frozen.
+
+A run saves its state after every completed step and resumes from there when started
+again, ending with the same records (times aside) as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from icepick.config import ConfigError, check_choice, check_int, check_range
+from icepick.data import Split, load_split, split_validation
+from icepick.evaluate import accuracy
+from icepick.finetune import FinetuneConfig, finetune
+from icepick.freezing import (
+    apply_freezing,
+    frozen_batchnorms_to_eval,
+    layer_trainable,
+    select_frozen,
+    trainable_fraction,
+    training_macs_per_sample,
+)
+from icepick.pruning import (
+    count_macs,
+    count_params,
+    layer_macs,
+    load_model,
+    prunable_blocks,
+    prune_block,
+    save_model,
+)
+from icepick.records import provenance, read_json, synchronize, write_csv, write_json
+from icepick.schedule import LR_POLICIES, _check_eq1, step_lr
+
+__all__ = ["RunConfig", "ExperimentData", "load_experiment_data", "run_experiment", "load_teacher", "step_seed"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("icepick", "baseline")
+DECISION_SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One pruning experiment. Accuracies and theta in percentage points; ratio and eta fractions."""
+
+    method: str = "icepick"  # 'icepick' (Algorithm 1) or 'baseline' (fine-tune after every step)
+    lr_policy: str = "icepick"  # 'icepick' (Eq. 1) or 'fixed' (base); the baseline is always 'fixed'
+    theta: float = 1.5  # accuracy-drop threshold, points
+    eta: float = 0.0  # fraction of conv layers frozen
+    ratio: float = 0.4  # r: fraction of each block's filters pruned
+    seed: int = 0
+    base: float = 1e-3  # Eq. 1 base (also the fixed rate)
+    delta: float = 7.5e-4  # Eq. 1 Delta
+    p: float = 0.12  # Eq. 1 p
+    beta: float = 50.0  # Eq. 1 beta
+    decision_split: str = "test"  # where the threshold is checked: 'test' (paper) or 'val'
+    val_size: int = 5000  # images held out of the training set when decision_split = 'val'
+    val_seed: int = 0  # the held-out split is the same for every run seed
+    freeze_bn_stats: bool = False  # keep frozen layers' BN statistics fixed (code: they update)
+    max_steps: int = 0  # prune only the first N blocks (0 = all); for quick runs
+    eval_batch_size: int = 1000
+    device: str = "auto"
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        check_choice("lr_policy", self.lr_policy, LR_POLICIES)
+        check_range("theta", self.theta, -100.0, 100.0)
+        check_range("eta", self.eta, 0.0, 1.0, high_open=True)
+        check_range("ratio", self.ratio, 0.0, 1.0, low_open=True, high_open=True)
+        check_int("seed", self.seed, 0)
+        _check_eq1(self.base, self.delta, self.p, self.beta)
+        check_choice("decision_split", self.decision_split, DECISION_SPLITS)
+        check_int("val_size", self.val_size, 1)
+        check_int("val_seed", self.val_seed, 0)
+        check_int("max_steps", self.max_steps, 0)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        if self.method == "baseline":
+            if self.eta != 0:
+                raise ConfigError(f"eta: {self.eta} is not allowed for method 'baseline', which freezes nothing; use 0")
+            if self.lr_policy != "fixed":
+                raise ConfigError("lr_policy: the baseline fine-tunes at the fixed rate; use 'fixed'")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """Build from a flat dict (fine-tuning keys included); unknown keys raise ConfigError."""
+        ft_keys = {f.name for f in dataclasses.fields(FinetuneConfig)}
+        run_keys = {f.name for f in dataclasses.fields(cls)} - {"finetune"}
+        unknown = sorted(set(values) - ft_keys - run_keys)
+        if unknown:
+            raise ConfigError(f"unknown run setting(s) {unknown}; known: {sorted(ft_keys | run_keys)}")
+        ft = FinetuneConfig(**{k: v for k, v in values.items() if k in ft_keys})
+        return cls(**{k: v for k, v in values.items() if k in run_keys}, finetune=ft)
+
+    def flat(self) -> dict[str, Any]:
+        """All settings as one flat dict (the inverse of ``from_dict``)."""
+        values = asdict(self)
+        values.update(values.pop("finetune"))
+        return values
+
+
+@dataclass
+class ExperimentData:
+    """The splits of one experiment, on the device: train, the test split, and the decision split."""
+
+    train: Split
+    test: Split
+    decision: Split
+
+
+def load_experiment_data(
+    data_dir: str | Path, device: torch.device, decision_split: str = "test", val_size: int = 5000, val_seed: int = 0
+) -> ExperimentData:
+    """Load CIFAR-format data; with decision_split 'val', hold ``val_size`` images out of training."""
+    train = load_split(data_dir, "train", device)
+    test = load_split(data_dir, "test", device)
+    if decision_split == "val":
+        if val_size >= len(train):
+            raise ConfigError(f"val_size: {val_size} must be smaller than the training set ({len(train)} images)")
+        train, val = split_validation(train, val_size, val_seed)
+        return ExperimentData(train, test, val)
+    return ExperimentData(train, test, test)
+
+
+def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
+    """The unpruned pretrained model as a frozen, eval-mode teacher."""
+    teacher, _ = load_model(path, device)
+    teacher.eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The data seed of fine-tuning at ``step`` of a run with ``seed``: distinct and reproducible."""
+    return seed * 1_000_003 + step
+
+
+def _state_path(summary_out: Path) -> Path:
+    return summary_out.with_name(summary_out.name + ".state.pt")
+
+
+def _frozen_layers(cfg: RunConfig, trace: dict[str, Any] | None) -> list[str]:
+    if cfg.method == "baseline" or cfg.eta == 0:
+        return []
+    if trace is None:
+        raise ConfigError(f"eta: {cfg.eta} freezes layers, which needs a freeze trace (--trace trace.json)")
+    scores = {row["layer"]: float(row["score"]) for row in trace["layers"]}
+    return select_frozen(scores, cfg.eta)
+
+
+def _should_finetune(cfg: RunConfig, drop: float) -> bool:
+    """Line 6 of Algorithm 1: fine-tune when the drop is at least theta (the baseline: always)."""
+    return cfg.method == "baseline" or drop >= cfg.theta
+
+
+def run_experiment(
+    cfg: RunConfig,
+    pretrained: str | Path,
+    data: ExperimentData,
+    steps_out: str | Path,
+    summary_out: str | Path,
+    model_out: str | Path,
+    trace: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run one pruning experiment and write its records (steps CSV, summary JSON, pruned model).
+
+    Resumes from ``<summary_out>.state.pt`` when a previous attempt with the same config left
+    one. Returns the summary dict.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    device = device or torch.device("cpu")
+    steps_out, summary_out, model_out = Path(steps_out), Path(summary_out), Path(model_out)
+    state_path = _state_path(summary_out)
+    # Eval-mode BN and the baseline/ICE-Pick switch happen per step; the teacher never changes.
+    teacher = load_teacher(pretrained, device)
+    model, _ = load_model(pretrained, device)
+    frozen = _frozen_layers(cfg, trace)
+    if cfg.method == "baseline":
+        ft_cfg = dataclasses.replace(cfg.finetune, early_halt=0)
+    else:
+        ft_cfg = cfg.finetune
+    blocks = [name for name, _ in prunable_blocks(model)]
+    n_steps = min(len(blocks), cfg.max_steps) if cfg.max_steps else len(blocks)
+    params_orig = count_params(model)
+
+    state = _load_state(state_path, cfg, pretrained, device)
+    if state is not None:
+        model, meta = state
+        rows: list[dict[str, Any]] = meta["rows"]
+        acc_orig, dec_orig, elapsed = meta["acc_orig"], meta["decision_acc_orig"], meta["elapsed"]
+        log.info("resuming %s from step %d of %d", summary_out, len(rows), n_steps)
+    else:
+        rows = []
+        acc_orig = accuracy(model, data.test, cfg.eval_batch_size)
+        dec_orig = acc_orig if data.decision is data.test else accuracy(model, data.decision, cfg.eval_batch_size)
+        elapsed = 0.0
+    log.info("unpruned accuracy %.2f%% (decision split %.2f%%); %d steps; frozen %d layers",
+             acc_orig, dec_orig, n_steps, len(frozen))
+
+    bar = tqdm(total=n_steps, initial=len(rows), desc=f"{cfg.method} r={cfg.ratio} eta={cfg.eta}",
+               unit="step", disable=not show_progress)
+    for step in range(len(rows) + 1, n_steps + 1):
+        row = _run_step(cfg, ft_cfg, model, teacher, data, frozen, step, blocks[step - 1],
+                        params_orig, dec_orig, device)
+        elapsed += row["t_step"]
+        row["t_cumulative"] = elapsed
+        row["train_macs_cumulative"] = row["train_macs"] + (rows[-1]["train_macs_cumulative"] if rows else 0)
+        rows.append(row)
+        log.info(
+            "step %d/%d %s: acc %.2f%% after prune (drop %.2f) -> %s, lr %.6f, acc %.2f%%, %.1fs",
+            step, n_steps, row["block"], row["acc_pruned"], row["drop"],
+            "fine-tuned" if row["finetuned"] else "skipped", row["lr"], row["acc"], row["t_step"],
+        )
+        save_model(model, state_path, {
+            "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained), "rows": rows,
+            "acc_orig": acc_orig, "decision_acc_orig": dec_orig, "elapsed": elapsed,
+        })
+        bar.update(1)
+        bar.set_postfix(acc=f"{row['acc']:.2f}", ft=sum(r["finetuned"] for r in rows))
+    bar.close()
+
+    summary = _summary(cfg, rows, acc_orig, dec_orig, trace, model, params_orig, device)
+    save_model(model, model_out, {"kind": "pruned", "config": cfg.flat()})
+    write_csv(steps_out, pd.DataFrame(rows, columns=STEP_COLUMNS))
+    write_json(summary_out, summary)
+    state_path.unlink(missing_ok=True)
+    return summary
+
+
+STEP_COLUMNS = [
+    "step", "block", "params", "alpha", "macs", "acc_pruned", "decision_acc", "drop", "finetuned", "lr",
+    "ft_batches", "ft_samples", "halted_early", "acc_finetuned", "acc", "eval_samples", "t_prune", "t_test",
+    "t_finetune", "t_step", "t_cumulative", "trainable_fraction", "train_macs", "train_macs_cumulative",
+]
+
+
+def _run_step(
+    cfg: RunConfig,
+    ft_cfg: FinetuneConfig,
+    model: nn.Module,
+    teacher: nn.Module,
+    data: ExperimentData,
+    frozen: list[str],
+    step: int,
+    block: str,
+    params_orig: int,
+    dec_orig: float,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Prune one block, test, and fine-tune if the drop calls for it. Returns the step's record."""
+    clock = _Clock(device)
+    prune_block(model, block, cfg.ratio)
+    apply_freezing(model, frozen)  # pruning made new parameters: freeze them again by name
+    t_prune = clock.lap()
+
+    acc_pruned = accuracy(model, data.test, cfg.eval_batch_size)
+    same = data.decision is data.test
+    decision_acc = acc_pruned if same else accuracy(model, data.decision, cfg.eval_batch_size)
+    eval_samples = len(data.test) + (0 if same else len(data.decision))
+    t_test = clock.lap()
+
+    drop = dec_orig - decision_acc
+    params = count_params(model)
+    alpha = params / params_orig
+    row: dict[str, Any] = {
+        "step": step, "block": block, "params": params, "alpha": alpha, "macs": count_macs(model),
+        "acc_pruned": acc_pruned, "decision_acc": decision_acc, "drop": drop, "finetuned": False, "lr": 0.0,
+        "ft_batches": 0, "ft_samples": 0, "halted_early": False, "acc_finetuned": float("nan"),
+        "acc": acc_pruned, "trainable_fraction": trainable_fraction(model), "train_macs": 0,
+    }
+    clock.lap()  # bookkeeping above is not the method's time
+    t_finetune = 0.0
+    if _should_finetune(cfg, drop):
+        policy = "fixed" if cfg.method == "baseline" else cfg.lr_policy
+        lr = step_lr(policy, alpha, cfg.base, cfg.delta, cfg.p, cfg.beta)
+        checks: list[float] = []
+
+        def should_stop() -> bool:  # Figure 1, case (4): stop once the loss is below theta
+            checks.append(accuracy(model, data.decision, cfg.eval_batch_size))
+            return dec_orig - checks[-1] < cfg.theta
+
+        on_train = (lambda m: frozen_batchnorms_to_eval(m, frozen)) if cfg.freeze_bn_stats else None
+        result = finetune(model, teacher, data.train, lr, ft_cfg, step_seed(cfg.seed, step), should_stop, on_train)
+        if result.halted_early and same:
+            acc_ft = checks[-1]
+        else:
+            acc_ft = accuracy(model, data.test, cfg.eval_batch_size)
+            eval_samples += len(data.test)
+        eval_samples += len(checks) * len(data.decision)
+        t_finetune = clock.lap()
+        per_sample = training_macs_per_sample(layer_macs(model), layer_trainable(model))
+        row.update(finetuned=True, lr=lr, ft_batches=result.batches, ft_samples=result.samples,
+                   halted_early=result.halted_early, acc_finetuned=acc_ft, acc=acc_ft,
+                   train_macs=result.samples * per_sample)
+    row.update(eval_samples=eval_samples, t_prune=t_prune, t_test=t_test, t_finetune=t_finetune,
+               t_step=t_prune + t_test + t_finetune)
+    return row
+
+
+class _Clock:
+    """Lap timer that synchronises the device before each reading (honest GPU times)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        synchronize(device)
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        synchronize(self.device)
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        return seconds
+
+
+def _load_state(path: Path, cfg: RunConfig, pretrained: str | Path, device: torch.device):
+    """The saved state of an earlier attempt of this run, or None (missing, damaged or other config)."""
+    if not path.exists():
+        return None
+    try:
+        model, meta = load_model(path, device)
+    except ValueError as err:
+        log.warning("ignoring unreadable run state %s (%s); starting over", path, err)
+        return None
+    if meta.get("kind") != "run-state" or meta.get("config") != cfg.flat():
+        log.warning("ignoring run state %s written for another configuration; starting over", path)
+        return None
+    return model, meta
+
+
+def _summary(
+    cfg: RunConfig,
+    rows: list[dict[str, Any]],
+    acc_orig: float,
+    dec_orig: float,
+    trace: dict[str, Any] | None,
+    model: nn.Module,
+    params_orig: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    uses_trace = cfg.method == "icepick" and cfg.eta > 0 and trace is not None
+    trace_seconds = float(trace["seconds"]) if uses_trace else 0.0
+    trace_macs = int(trace["train_macs"]) if uses_trace else 0
+    total = rows[-1]["t_cumulative"] if rows else 0.0
+    train_macs = int(sum(r["train_macs"] for r in rows))
+    return {
+        "model": getattr(model, "arch_name", type(model).__name__),
+        "method": cfg.method,
+        "lr_policy": cfg.lr_policy,
+        "theta": cfg.theta,
+        "eta": cfg.eta,
+        "ratio": cfg.ratio,
+        "seed": cfg.seed,
+        "decision_split": cfg.decision_split,
+        "acc_orig": acc_orig,
+        "decision_acc_orig": dec_orig,
+        "final_acc": rows[-1]["acc"] if rows else acc_orig,
+        "n_steps": len(rows),
+        "n_finetunes": int(sum(bool(r["finetuned"]) for r in rows)),
+        "total_seconds": total,
+        "trace_seconds": trace_seconds,
+        "total_seconds_with_trace": total + trace_seconds,
+        "total_train_macs": train_macs,
+        "trace_train_macs": trace_macs,
+        "total_train_macs_with_trace": train_macs + trace_macs,
+        "total_ft_samples": int(sum(r["ft_samples"] for r in rows)),
+        "total_eval_samples": int(sum(r["eval_samples"] for r in rows)),
+        "final_params": count_params(model),
+        "final_alpha": count_params(model) / params_orig,
+        "final_macs": count_macs(model),
+        "config": cfg.flat(),
+        "provenance": provenance(device),
+    }
+
+
+def read_trace(path: str | Path | None) -> dict[str, Any] | None:
+    """A freeze trace written by ``icepick trace``, or None."""
+    return None if path is None else read_json(path)

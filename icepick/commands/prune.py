@@ -1,0 +1,167 @@
+"""Commands ``trace``, ``run`` and ``weight-shift``: the pruning experiments of the paper."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from icepick.algorithm import RunConfig, load_experiment_data, load_teacher, read_trace, run_experiment
+from icepick.analysis import freeze_trace, shift_trace, weight_shift_table
+from icepick.commands.common import add_device_args, seed_int, setup_device
+from icepick.config import ConfigError
+from icepick.finetune import FinetuneConfig
+from icepick.pruning import conv_layers, load_model
+from icepick.records import provenance, write_csv, write_json
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the trace, run and weight-shift subcommands."""
+    _register_trace(subparsers)
+    _register_run(subparsers)
+    _register_weight_shift(subparsers)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained", required=True, type=Path, help="pretrained model file (icepick pretrain)")
+    p.add_argument("--data", required=True, type=Path, help="data directory holding cifar-10-batches-py/")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--ratio", type=float, default=0.4, help="r: fraction of each block's filters pruned")
+    p.add_argument("--decision-split", default="test", help="test (paper) or val (held out of training)")
+    p.add_argument("--val-size", type=int, default=5000, help="images held out when --decision-split val")
+
+
+def _add_finetune_args(p: argparse.ArgumentParser) -> None:
+    d = FinetuneConfig()
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
+    p.add_argument("--kd-weight", type=float, default=d.kd_weight)
+    p.add_argument("--max-batches", type=int, default=d.max_batches, help="cap per fine-tuning (0 = one epoch)")
+
+
+def _finetune_config(args: argparse.Namespace, **extra) -> FinetuneConfig:
+    return FinetuneConfig(
+        batch_size=args.batch_size, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
+        max_batches=args.max_batches, precision=args.precision, **extra,
+    )
+
+
+def _register_trace(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("trace", help="freeze trace: score every conv layer by its weight shift")
+    _add_data_args(p)
+    _add_finetune_args(p)
+    p.add_argument("--base-lr", type=float, default=1e-3, help="learning rate of the trace's fine-tuning")
+    p.add_argument("--out", required=True, type=Path, help="trace JSON")
+    add_device_args(p)
+    p.set_defaults(func=_trace)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    ft_cfg = _finetune_config(args)
+    device = setup_device(args)
+    torch.manual_seed(args.seed)
+    data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
+    model, _ = load_model(args.pretrained, device)
+    teacher = load_teacher(args.pretrained, device)
+    from icepick.evaluate import accuracy
+
+    acc_before = accuracy(model, data.test)
+    trace = freeze_trace(model, teacher, data.train, args.ratio, args.base_lr, ft_cfg, args.seed)
+    record = {
+        "model": model.arch_name, "seed": args.seed, **trace,
+        "acc_before": acc_before, "acc_after": accuracy(model, data.test),
+        "config": {"ratio": args.ratio, "base_lr": args.base_lr, "decision_split": args.decision_split,
+                   "val_size": args.val_size, **vars(ft_cfg)},
+        "provenance": provenance(device),
+    }
+    write_json(args.out, record)
+    log.info("freeze trace of %s: %d layers scored in %.1fs", model.arch_name, len(trace["layers"]), trace["seconds"])
+    return 0
+
+
+def _register_run(subparsers: argparse._SubParsersAction) -> None:
+    d = RunConfig()
+    p = subparsers.add_parser("run", help="one pruning experiment: ICE-Pick (Algorithm 1) or the baseline")
+    _add_data_args(p)
+    _add_finetune_args(p)
+    p.add_argument("--trace", type=Path, default=None, help="freeze trace JSON (needed when eta > 0)")
+    p.add_argument("--method", default=d.method, help="icepick or baseline")
+    p.add_argument("--lr-policy", default=None, help="icepick (Eq. 1) or fixed; default icepick, baseline: fixed")
+    p.add_argument("--theta", type=float, default=d.theta, help="accuracy-drop threshold in points")
+    p.add_argument("--eta", type=float, default=d.eta, help="fraction of conv layers frozen")
+    p.add_argument("--base", type=float, default=d.base, help="Eq. 1 base / the fixed learning rate")
+    p.add_argument("--delta", type=float, default=d.delta, help="Eq. 1 Delta")
+    p.add_argument("--p", type=float, default=d.p, help="Eq. 1 p")
+    p.add_argument("--beta", type=float, default=d.beta, help="Eq. 1 beta")
+    p.add_argument("--lr-shape", default=d.finetune.lr_shape, help="constant or one_cycle")
+    p.add_argument("--early-halt", type=int, default=100,
+                   help="check the accuracy every K batches and stop fine-tuning below theta (0 = full epoch)")
+    p.add_argument("--freeze-bn-stats", action="store_true", help="keep frozen layers' BN statistics fixed")
+    p.add_argument("--max-steps", type=int, default=0, help="prune only the first N blocks (0 = all)")
+    p.add_argument("--steps-out", required=True, type=Path, help="per-step CSV")
+    p.add_argument("--summary-out", required=True, type=Path, help="summary JSON")
+    p.add_argument("--model-out", required=True, type=Path, help="pruned model file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_args(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    lr_policy = args.lr_policy or ("fixed" if args.method == "baseline" else "icepick")
+    cfg = RunConfig(
+        method=args.method, lr_policy=lr_policy, theta=args.theta, eta=args.eta, ratio=args.ratio,
+        seed=args.seed, base=args.base, delta=args.delta, p=args.p, beta=args.beta,
+        decision_split=args.decision_split, val_size=args.val_size, freeze_bn_stats=args.freeze_bn_stats,
+        max_steps=args.max_steps, device=args.device,
+        finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
+    )
+    trace = read_trace(args.trace)
+    if trace is not None and cfg.eta > 0:
+        _check_trace_matches(trace, args.pretrained, args.trace)
+    device = setup_device(args)
+    torch.manual_seed(cfg.seed)
+    data = load_experiment_data(args.data, device, cfg.decision_split, cfg.val_size, cfg.val_seed)
+    summary = run_experiment(cfg, args.pretrained, data, args.steps_out, args.summary_out, args.model_out,
+                             trace, device, show_progress=not args.no_progress)
+    log.info("final accuracy %.2f%% after %d fine-tunings, %.1fs", summary["final_acc"],
+             summary["n_finetunes"], summary["total_seconds"])
+    return 0
+
+
+def _check_trace_matches(trace: dict, pretrained: Path, trace_path: Path) -> None:
+    model, _ = load_model(pretrained, "cpu")
+    names = [name for name, _, _ in conv_layers(model)]
+    traced = [row["layer"] for row in trace.get("layers", [])]
+    if traced != names:
+        raise ConfigError(f"trace: {trace_path} was written for model {trace.get('model')!r}, "
+                          f"not for {model.arch_name!r} ({pretrained}); rerun `icepick trace` for this model")
+
+
+def _register_weight_shift(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("weight-shift", help="Section 4.1: per-layer weight shift along iterative pruning")
+    _add_data_args(p)
+    _add_finetune_args(p)
+    p.add_argument("--steps", type=int, default=10, help="pruning steps to trace")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (paper: 0.001)")
+    p.add_argument("--out", required=True, type=Path, help="tidy CSV: model, step, layer, layer_index, shift")
+    add_device_args(p)
+    p.set_defaults(func=_weight_shift)
+
+
+def _weight_shift(args: argparse.Namespace) -> int:
+    ft_cfg = _finetune_config(args)
+    device = setup_device(args)
+    torch.manual_seed(args.seed)
+    data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
+    model, _ = load_model(args.pretrained, device)
+    teacher = load_teacher(args.pretrained, device)
+    shifts, _ = shift_trace(model, teacher, data.train, args.ratio, args.steps, args.lr, ft_cfg, args.seed,
+                            show_progress=True)
+    write_csv(args.out, weight_shift_table(model.arch_name, shifts))
+    return 0
