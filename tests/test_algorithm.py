@@ -1,0 +1,193 @@
+"""Algorithm 1 (ICE-Pick) and the baseline, end to end on a small model and generated data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import icepick.algorithm as algorithm
+from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
+from icepick.analysis import freeze_trace
+from icepick.config import ConfigError
+from icepick.finetune import FinetuneConfig
+from icepick.models import build_model
+from icepick.pruning import load_model, save_model
+
+TIME_COLUMNS = ["t_prune", "t_test", "t_finetune", "t_step", "t_cumulative"]
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A resnet20 briefly trained on generated CIFAR-format data (module-scoped: ~20 s)."""
+    from icepick.data import synth_cifar10, train_batches
+
+    root = tmp_path_factory.mktemp("algo")
+    data_dir = root / "data"
+    synth_cifar10(data_dir, n_train=768, n_test=384, seed=0)
+    data = load_experiment_data(data_dir, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model("resnet20")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    for epoch in range(6):
+        for x, y in train_batches(data.train, 64, seed=epoch):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    path = root / "pretrained.pt"
+    save_model(model, path)
+    return path, data_dir, data
+
+
+def _run(pretrained, tmp_path, name="run", trace=None, **overrides):
+    path, _, data = pretrained
+    ft = FinetuneConfig(batch_size=64, early_halt=overrides.pop("early_halt", 0), max_batches=6)
+    cfg = RunConfig(max_steps=STEPS, finetune=ft, **overrides)
+    out = tmp_path / name
+    summary = run_experiment(cfg, path, data, out / "steps.csv", out / "summary.json", out / "pruned.pt",
+                             trace=trace, show_progress=False)
+    return summary, pd.read_csv(out / "steps.csv")
+
+
+def test_fine_tunes_exactly_when_the_drop_reaches_theta(pretrained, tmp_path):
+    summary, steps = _run(pretrained, tmp_path, theta=1.5)
+    assert (steps["finetuned"] == (steps["drop"] >= 1.5)).all()
+    assert steps["finetuned"].any(), "some step should drop by >= theta on this model and data"
+    assert (~steps["finetuned"]).any(), "some step should stay under theta on this model and data"
+    skipped = steps[~steps["finetuned"]]
+    assert (skipped["ft_batches"] == 0).all() and (skipped["lr"] == 0).all() and (skipped["train_macs"] == 0).all()
+    assert (skipped["acc"] == skipped["acc_pruned"]).all()
+    assert summary["n_finetunes"] == int(steps["finetuned"].sum())
+
+
+def test_baseline_fine_tunes_after_every_step_at_the_fixed_rate(pretrained, tmp_path):
+    summary, steps = _run(pretrained, tmp_path, method="baseline", lr_policy="fixed", eta=0.0, theta=100.0)
+    assert steps["finetuned"].all() and summary["n_finetunes"] == STEPS
+    assert (steps["lr"] == 1e-3).all()
+    assert (steps["trainable_fraction"] == 1.0).all()
+    assert (steps["ft_batches"] == 6).all()
+
+
+def test_icepick_with_an_unreachable_threshold_fine_tunes_every_step(pretrained, tmp_path):
+    _, steps = _run(pretrained, tmp_path, theta=-100.0)
+    assert steps["finetuned"].all()
+    assert (steps["lr"] <= 1e-3).all() and (steps["lr"] >= 2.5e-4).all()
+
+
+def test_accuracy_falls_with_pruning_and_recovers_with_fine_tuning(pretrained, tmp_path):
+    _, steps = _run(pretrained, tmp_path, theta=-100.0)
+    assert (steps["acc_finetuned"] > steps["acc_pruned"]).mean() >= 0.5
+
+
+def test_pruning_shrinks_the_model_step_by_step(pretrained, tmp_path):
+    summary, steps = _run(pretrained, tmp_path, theta=1.5)
+    assert (steps["params"].diff().dropna() < 0).all()
+    assert (steps["alpha"] < 1).all() and steps["alpha"].is_monotonic_decreasing
+    pruned, _ = load_model(tmp_path / "run" / "pruned.pt")
+    assert sum(p.numel() for p in pruned.parameters()) == summary["final_params"] == steps["params"].iloc[-1]
+
+
+def test_every_record_field_is_filled(pretrained, tmp_path):
+    summary, steps = _run(pretrained, tmp_path, theta=-100.0)
+    assert list(steps.columns) == algorithm.STEP_COLUMNS
+    assert not steps.isna().any().any()  # every step fine-tuned, so acc_finetuned is filled too
+    for key in ["final_acc", "total_seconds", "total_seconds_with_trace", "n_finetunes", "total_train_macs",
+                "final_params", "final_alpha", "final_macs", "acc_orig"]:
+        assert summary[key] is not None and not (isinstance(summary[key], float) and math.isnan(summary[key]))
+    prov = summary["provenance"]
+    assert {"python", "torch", "icepick", "device", "git_commit"} <= set(prov)
+    assert summary["config"]["seed"] == 0 and summary["seed"] == 0
+    assert summary["total_train_macs"] == steps["train_macs"].sum() > 0
+
+
+def _records(steps: pd.DataFrame) -> pd.DataFrame:
+    return steps.drop(columns=TIME_COLUMNS)
+
+
+def test_one_seed_gives_identical_records_and_another_seed_differs(pretrained, tmp_path):
+    _, a = _run(pretrained, tmp_path, "a", theta=-100.0, seed=3)
+    _, b = _run(pretrained, tmp_path, "b", theta=-100.0, seed=3)
+    _, c = _run(pretrained, tmp_path, "c", theta=-100.0, seed=4)
+    pd.testing.assert_frame_equal(_records(a), _records(b))
+    assert not _records(a).equals(_records(c))
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_records(pretrained, tmp_path, monkeypatch):
+    _, uninterrupted = _run(pretrained, tmp_path, "whole", theta=1.5, seed=1)
+    real_step = algorithm._run_step
+    calls = {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(algorithm, "_run_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _run(pretrained, tmp_path, "resumed", theta=1.5, seed=1)
+    out = tmp_path / "resumed"
+    assert not (out / "summary.json").exists() and not (out / "steps.csv").exists()
+    assert (out / "summary.json.state.pt").exists()
+    monkeypatch.setattr(algorithm, "_run_step", real_step)
+    calls["n"] = 0
+    _, resumed = _run(pretrained, tmp_path, "resumed", theta=1.5, seed=1)
+    pd.testing.assert_frame_equal(_records(resumed), _records(uninterrupted))
+    assert not (out / "summary.json.state.pt").exists()
+
+
+def test_freezing_from_a_trace_keeps_the_chosen_layers_frozen(pretrained, tmp_path):
+    path, _, data = pretrained
+    model, _ = load_model(path)
+    teacher, _ = load_model(path)
+    trace = freeze_trace(model, teacher, data.train, 0.4, 1e-3, FinetuneConfig(batch_size=64, max_batches=4))
+    assert trace["seconds"] > 0 and trace["train_macs"] > 0
+    assert all(row["score"] >= 0 for row in trace["layers"])
+    summary, steps = _run(pretrained, tmp_path, trace=trace, theta=-100.0, eta=0.7)
+    full_summary, full = _run(pretrained, tmp_path, "full", theta=-100.0, eta=0.0)
+    assert (steps["trainable_fraction"] < full["trainable_fraction"]).all()
+    assert summary["total_train_macs"] < full_summary["total_train_macs"]
+    assert summary["trace_seconds"] == trace["seconds"]
+    assert summary["total_seconds_with_trace"] == pytest.approx(summary["total_seconds"] + trace["seconds"])
+
+
+def test_early_halt_stops_fine_tuning_once_the_drop_is_below_theta(pretrained, tmp_path):
+    _, steps = _run(pretrained, tmp_path, theta=1.5, early_halt=1)
+    halted = steps[steps["halted_early"]]
+    assert (halted["ft_batches"] < 6).all()
+    assert (halted["drop"] >= 1.5).all()  # it fine-tuned in the first place
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"method": "magnitude"}, "method: 'magnitude' is not allowed; choose one of 'icepick', 'baseline'"),
+        ({"ratio": 1.0}, r"ratio: 1.0 is out of range; it must lie in \(0.0, 1.0\)"),
+        ({"eta": -0.1}, r"eta: -0.1 is out of range"),
+        ({"theta": float("inf")}, "theta: inf is not a finite number"),
+        ({"delta": 2e-3}, r"delta: 0.002 is out of range"),
+        ({"seed": 1.5}, "seed: 1.5 is not an integer"),
+        ({"method": "baseline", "eta": 0.3, "lr_policy": "fixed"}, "eta: 0.3 is not allowed for method 'baseline'"),
+        ({"decision_split": "train"}, "decision_split: 'train' is not allowed"),
+    ],
+)
+def test_bad_run_settings_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**overrides)
+
+
+def test_unknown_setting_names_are_rejected():
+    with pytest.raises(ConfigError, match=r"unknown run setting\(s\) \['thetta'\]"):
+        RunConfig.from_dict({"thetta": 1.5})
+    cfg = RunConfig(theta=2.5, finetune=FinetuneConfig(early_halt=7))
+    assert RunConfig.from_dict(cfg.flat()) == cfg
+
+
+def test_freezing_without_a_trace_is_an_error(pretrained, tmp_path):
+    with pytest.raises(ConfigError, match="needs a freeze trace"):
+        _run(pretrained, tmp_path, eta=0.3)

@@ -1,0 +1,39 @@
+"""The project installs what it uses, the same way through pip and conda, and has a CLI."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_environment_yml_installs_what_pyproject_declares():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    declared |= {_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {_name(r) for r in pip_section if not r.startswith("-e")}
+    assert listed == declared
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_cli_lists_the_pipeline_subcommands():
+    out = subprocess.run([sys.executable, "-m", "icepick", "--help"], capture_output=True, text=True, check=True)
+    for command in ["data", "pretrain", "trace", "run", "weight-shift"]:
+        assert re.search(rf"^ {{4}}{command} ", out.stdout, re.M), command
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme.split("\n## ")[0]
+    assert "make test" in ci
