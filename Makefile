@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 smoke: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/smoke
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --workflow-profile profiles/smoke
 
 paper: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores all --resources gpu=1
@@ -32,4 +32,4 @@ lint: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
 
 clean:
-	rm -rf results/*/ paper_figures/*.pdf paper_figures/*.png paper_figures/*.tex paper_figures/*.md .snakemake
+	rm -rf results/*/ paper_figures/*.pdf paper_figures/*.png paper_figures/*.tex paper_figures/claims.md .snakemake

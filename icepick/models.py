@@ -1,0 +1,285 @@
+"""The paper's models: CIFAR ResNets (option-A shortcuts) and the CIFAR MobileNetV2.
+
+Every model is built by :func:`build_model` from a registry name. A pruned model is
+described by its *widths*: a map from a prunable block's name (as in ``named_modules()``)
+to that block's hidden width (ResNet: ``conv1`` filters; MobileNetV2: expansion channels),
+so ``build_model(name, num_classes, widths)`` rebuilds a pruned architecture exactly.
+
+Facts followed (not code): He et al. 2016 CIFAR ResNet, depth 6n+2, widths 16/32/64,
+parameter-free shortcut (spatial subsampling + zero channel padding); the common CIFAR
+MobileNetV2 (stem stride 1, second stage stride 1, 1x1 conv+BN shortcut where a stride-1
+block changes the channel count, 4x4 average pool).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "PadShortcut",
+    "BasicBlock",
+    "CifarResNet",
+    "InvertedResidual",
+    "CifarMobileNetV2",
+    "MOBILENETV2_CFG",
+    "MODELS",
+    "build_model",
+    "model_names",
+]
+
+
+# --------------------------------------------------------------------------- ResNet
+
+
+class PadShortcut(nn.Module):
+    """Option-A shortcut: subsample spatially by ``stride`` and zero-pad the channels.
+
+    The padding is split evenly between the front and the back of the channel axis
+    (``16 -> 32`` adds 8 zero channels on each side). Has no parameters.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        if out_planes < in_planes:
+            raise ValueError(f"PadShortcut cannot shrink channels ({in_planes} -> {out_planes})")
+        self.in_planes = in_planes
+        self.out_planes = out_planes
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        pad = self.out_planes - self.in_planes
+        if pad:
+            front = pad // 2
+            x = F.pad(x, (0, 0, 0, 0, front, pad - front))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_planes}, {self.out_planes}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv - BN - ReLU - 3x3 conv - BN, plus shortcut, then ReLU.
+
+    ``hidden`` is ``conv1``'s output width (the only width pruning changes); it defaults
+    to ``planes``.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = planes if hidden is None else hidden
+        self.conv1 = nn.Conv2d(in_planes, hidden, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.conv2 = nn.Conv2d(hidden, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut: nn.Module = PadShortcut(in_planes, planes, stride)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR ResNet of depth 6n+2: stem, three stages of ``n`` BasicBlocks (16/32/64), pool, linear.
+
+    Blocks are named ``layer{1,2,3}.{i}``.
+    """
+
+    def __init__(self, n: int, num_classes: int = 10, widths: Mapping[str, int] | None = None) -> None:
+        super().__init__()
+        widths = dict(widths or {})
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes = 16
+        for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+            blocks = []
+            for i in range(n):
+                name = f"layer{stage}.{i}"
+                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, widths.pop(name, None)))
+                in_planes = planes
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+        self.linear = nn.Linear(64, num_classes)
+        _check_no_unknown_widths(widths, self)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+# --------------------------------------------------------------------- MobileNetV2
+
+#: (expansion t, output channels c, blocks n, first stride s), CIFAR variant.
+MOBILENETV2_CFG: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class InvertedResidual(nn.Module):
+    """Expansion 1x1 (``conv1``/``bn1``), depthwise 3x3 (``conv2``/``bn2``), projection 1x1 (``conv3``/``bn3``).
+
+    Every block has the expansion conv (also for t=1). Stride-1 blocks add a shortcut:
+    identity when the channel count is kept, 1x1 conv + BN when it changes.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, hidden: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv1 = nn.Conv2d(in_planes, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False)
+        self.bn2 = nn.BatchNorm2d(hidden)
+        self.conv3 = nn.Conv2d(hidden, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.shortcut: nn.Module | None
+        if stride == 1 and in_planes != out_planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes)
+            )
+        elif stride == 1:
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return out
+
+
+def _scaled(channels: int, width_mult: float, divisor: int = 8) -> int:
+    """Scale a channel count and round to the nearest multiple of ``divisor`` (>= divisor, >= 90%)."""
+    if width_mult == 1.0:
+        return channels
+    value = channels * width_mult
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class CifarMobileNetV2(nn.Module):
+    """CIFAR MobileNetV2 (17 inverted-residual blocks named ``layers.{i}``), optional width multiplier."""
+
+    def __init__(
+        self, num_classes: int = 10, width_mult: float = 1.0, widths: Mapping[str, int] | None = None
+    ) -> None:
+        super().__init__()
+        widths = dict(widths or {})
+        stem = _scaled(32, width_mult)
+        self.conv1 = nn.Conv2d(3, stem, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        blocks = []
+        in_planes = stem
+        for t, c, n, s in MOBILENETV2_CFG:
+            out_planes = _scaled(c, width_mult)
+            for i in range(n):
+                name = f"layers.{len(blocks)}"
+                hidden = widths.pop(name, t * in_planes)
+                blocks.append(InvertedResidual(in_planes, out_planes, hidden, s if i == 0 else 1))
+                in_planes = out_planes
+        self.layers = nn.Sequential(*blocks)
+        last = _scaled(1280, width_mult)
+        self.conv2 = nn.Conv2d(in_planes, last, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(last)
+        self.linear = nn.Linear(last, num_classes)
+        _check_no_unknown_widths(widths, self)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layers(out)
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.avg_pool2d(out, 4).flatten(1)
+        return self.linear(out)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He-normal convs, BN gamma 1 / beta 0; Linear keeps PyTorch's default."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _check_no_unknown_widths(left: Mapping[str, int], model: nn.Module) -> None:
+    if left:
+        raise ValueError(f"widths: unknown block name(s) {sorted(left)} for {type(model).__name__}")
+
+
+def _check_widths(widths: Mapping[str, int] | None) -> dict[str, int] | None:
+    if widths is None:
+        return None
+    out = {}
+    for name, width in dict(widths).items():
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"widths: {name!r} -> {width!r} is not a positive integer width")
+        out[str(name)] = int(width)
+    return out
+
+
+def _resnet(n: int, num_classes: int, widths: Mapping[str, int] | None) -> nn.Module:
+    return CifarResNet(n, num_classes, widths)
+
+
+def _mobilenetv2(width_mult: float, num_classes: int, widths: Mapping[str, int] | None) -> nn.Module:
+    return CifarMobileNetV2(num_classes, width_mult, widths)
+
+
+#: Registry: model name -> constructor(num_classes, widths).
+MODELS: dict[str, Callable[[int, Mapping[str, int] | None], nn.Module]] = {
+    "resnet20": partial(_resnet, 3),
+    "resnet32": partial(_resnet, 5),
+    "resnet56": partial(_resnet, 9),
+    "resnet110": partial(_resnet, 18),
+    "resnet152": partial(_resnet, 25),
+    "mobilenetv2": partial(_mobilenetv2, 1.0),
+    "mobilenetv2_w050": partial(_mobilenetv2, 0.5),
+    "mobilenetv2_w025": partial(_mobilenetv2, 0.25),
+}
+
+
+def model_names() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(MODELS)
+
+
+def build_model(name: str, num_classes: int = 10, widths: Mapping[str, int] | None = None) -> nn.Module:
+    """Build a registered model; ``widths`` (block name -> hidden width) rebuilds a pruned one.
+
+    The model carries ``arch_name`` and ``num_classes`` attributes.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: {num_classes!r} must be a positive integer")
+    model = MODELS[name](num_classes, _check_widths(widths))
+    model.arch_name = name
+    model.num_classes = num_classes
+    return model

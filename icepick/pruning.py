@@ -1,0 +1,330 @@
+"""Structured L1 filter pruning of one block at a time, model statistics, and model files.
+
+Pruning follows the paper's convention (Li et al. 2016 for residual nets): in a block, the
+filters of the first (ResNet) or expansion (MobileNetV2) convolution with the smallest L1
+norms are removed together with everything that consumes them; the block's output
+channels and its shortcut are never touched. Channels are removed physically through
+Torch-Pruning's ``DependencyGraph``, so a pruned model is smaller and faster.
+
+Pruning replaces the pruned tensors by new ``nn.Parameter`` objects: an optimizer built
+before a prune no longer sees them, so build a fresh optimizer afterwards. ``prune_block``
+restores every parameter's ``requires_grad`` flag by name (pruned ones included), but
+callers that freeze layers should still re-apply their freezing after every prune rather
+than rely on object identity.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from icepick.models import BasicBlock, InvertedResidual, build_model
+from icepick.records import atomic_path
+
+__all__ = [
+    "MODEL_FORMAT",
+    "prunable_blocks",
+    "block_width",
+    "model_widths",
+    "filter_l1_norms",
+    "filters_to_remove",
+    "prune_block",
+    "conv_layers",
+    "count_params",
+    "count_macs",
+    "layer_macs",
+    "save_model",
+    "load_model",
+]
+
+MODEL_FORMAT = "icepick-model/1"
+
+_BLOCK_TYPES = (BasicBlock, InvertedResidual)
+_RECOVER = "delete it and rerun the step that produces it"
+
+
+# ------------------------------------------------------------------------- blocks
+
+
+def _arch(model: nn.Module) -> str:
+    return str(getattr(model, "arch_name", type(model).__name__))
+
+
+def prunable_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The prunable blocks (ResNet BasicBlocks, MobileNetV2 inverted residuals) in forward order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BLOCK_TYPES)]
+
+
+def block_width(block: nn.Module) -> int:
+    """A block's current hidden width: ``conv1``'s number of filters."""
+    return int(block.conv1.out_channels)
+
+
+def model_widths(model: nn.Module) -> dict[str, int]:
+    """Block name -> hidden width, in forward order (what ``build_model(widths=...)`` takes)."""
+    return {name: block_width(block) for name, block in prunable_blocks(model)}
+
+
+def _resolve_block(model: nn.Module, block: int | str) -> tuple[str, nn.Module]:
+    blocks = prunable_blocks(model)
+    if not blocks:
+        raise ValueError(f"{_arch(model)} has no prunable blocks")
+    if isinstance(block, bool) or not isinstance(block, (int, str)):
+        raise ValueError(f"block: {block!r} must be a block index (int) or a block name (str)")
+    if isinstance(block, int):
+        if not 0 <= block < len(blocks):
+            raise ValueError(
+                f"block {block} is out of range; {_arch(model)} has {len(blocks)} prunable blocks "
+                f"(0..{len(blocks) - 1})"
+            )
+        return blocks[block]
+    for name, module in blocks:
+        if name == block:
+            return name, module
+    names = [name for name, _ in blocks]
+    shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:3])}, ..., {names[-1]}"
+    raise ValueError(f"unknown block {block!r}; {_arch(model)} has blocks {shown}")
+
+
+def _check_ratio(ratio: Any) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, Real) or not 0.0 < float(ratio) < 1.0:
+        raise ValueError(f"ratio: {ratio!r} is out of range; it must lie in (0, 1)")
+    return float(ratio)
+
+
+def filter_l1_norms(conv: nn.Conv2d) -> torch.Tensor:
+    """L1 norm of each output filter: sum of |w| over input channels and kernel positions."""
+    return conv.weight.detach().abs().sum(dim=(1, 2, 3))
+
+
+def filters_to_remove(norms: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Sorted indices of the ceil(ratio*C) filters with the smallest norms (ties: lower index first).
+
+    ``ratio * C`` is rounded before the ceiling (1e-9) so that float noise such as
+    ``0.7 * 10 = 7.000000000000001`` does not remove an extra filter.
+    """
+    ratio = _check_ratio(ratio)
+    total = int(norms.numel())
+    n_remove = max(1, math.ceil(ratio * total - 1e-9))
+    if n_remove >= total:
+        raise ValueError(
+            f"ratio {ratio} would remove {n_remove} of {total} filters; at least one filter must remain"
+        )
+    order = torch.sort(norms.detach().cpu().double(), stable=True).indices
+    return torch.sort(order[:n_remove]).values.long()
+
+
+# ------------------------------------------------------------------------ pruning
+
+
+def prune_block(
+    model: nn.Module, block: int | str, ratio: float, example_input: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L1-prune one block in place and return the sorted indices of the KEPT filters.
+
+    ResNet block: ``conv1`` filters, ``bn1`` channels, ``conv2`` input channels.
+    MobileNetV2 block: expansion ``conv1`` filters, ``bn1``, depthwise ``conv2`` (and its
+    groups), ``bn2``, and ``conv3`` input channels. Removes ceil(ratio*C) filters.
+
+    The dependency graph is traced fresh on every call, in eval mode (no BN statistics
+    change), with gradients enabled and every parameter temporarily requiring grad;
+    afterwards each module's train/eval mode and each parameter's ``requires_grad`` (by
+    name) are restored. Pruned tensors are new ``nn.Parameter`` objects: build a new
+    optimizer after pruning.
+    """
+    import torch_pruning as tp
+
+    ratio = _check_ratio(ratio)
+    name, blk = _resolve_block(model, block)
+    conv: nn.Conv2d = blk.conv1
+    width = conv.out_channels
+    removed = filters_to_remove(filter_l1_norms(conv), ratio)
+    keep_mask = torch.ones(width, dtype=torch.bool)
+    keep_mask[removed] = False
+    kept = torch.nonzero(keep_mask).flatten().long()
+
+    param = next(model.parameters())
+    if example_input is None:
+        example_input = torch.randn(1, 3, 32, 32, device=param.device, dtype=param.dtype)
+    expected = _expected_pruned(blk)
+
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=removed.tolist())
+        touched = {dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Module)}
+        touched = {m for m in touched if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))}
+        if touched != expected:
+            mod2name = {m: n for n, m in model.named_modules()}
+            raise RuntimeError(
+                f"pruning {name}.conv1 would touch {sorted(mod2name.get(m, '?') for m in touched)}, "
+                f"expected {sorted(mod2name.get(m, '?') for m in expected)}; refusing to prune"
+            )
+        group.prune()
+    finally:
+        for n, m in model.named_modules():
+            if n in modes:
+                m.training = modes[n]
+        for n, p in model.named_parameters():
+            if n in flags:
+                p.requires_grad_(flags[n])
+    _check_pruned(name, blk, width - len(removed))
+    return kept
+
+
+def _expected_pruned(blk: nn.Module) -> set[nn.Module]:
+    """The layers a block's prune must touch (its conv1 chain and nothing else)."""
+    if isinstance(blk, InvertedResidual):
+        return {blk.conv1, blk.bn1, blk.conv2, blk.bn2, blk.conv3}
+    return {blk.conv1, blk.bn1, blk.conv2}
+
+
+def _check_pruned(name: str, blk: nn.Module, width: int) -> None:
+    shapes = [blk.conv1.out_channels, blk.conv1.weight.shape[0], blk.bn1.num_features, blk.bn1.weight.shape[0]]
+    if isinstance(blk, InvertedResidual):
+        shapes += [blk.conv2.out_channels, blk.conv2.in_channels, blk.conv2.groups, blk.conv2.weight.shape[0],
+                   blk.bn2.num_features, blk.conv3.in_channels, blk.conv3.weight.shape[1]]
+    else:
+        shapes += [blk.conv2.in_channels, blk.conv2.weight.shape[1]]
+    if any(s != width for s in shapes):
+        raise RuntimeError(f"pruning {name} left inconsistent shapes {shapes}; expected width {width}")
+
+
+# ------------------------------------------------------------------ layers, stats
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d | None]]:
+    """Every Conv2d in registration (= forward) order with the BN registered right after it, if any."""
+    modules = list(model.named_modules())
+    out = []
+    for i, (name, m) in enumerate(modules):
+        if isinstance(m, nn.Conv2d):
+            bn = None
+            if i + 1 < len(modules):
+                nxt = modules[i + 1][1]
+                if isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == m.out_channels:
+                    bn = nxt
+            out.append((name, m, bn))
+    return out
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> dict[str, int]:
+    """Forward multiply-accumulates per image of every Conv2d and Linear, in call order.
+
+    Conv: output elements x (in_channels / groups) x kernel area; Linear: in x out features.
+    Biases, BN, activations and pooling are not counted. Runs one forward pass under
+    ``torch.no_grad`` in eval mode on the model's device; each module's mode is restored.
+    """
+    batch = int(input_size[0])
+    names = {m: n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            per_out = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+            value = output.numel() // batch * per_out
+        else:
+            value = output.numel() // batch * module.in_features
+        key = names[module]
+        macs[key] = macs.get(key, 0) + int(value)
+
+    param = next(model.parameters())
+    modes = {n: m.training for n, m in model.named_modules()}
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(*input_size, device=param.device, dtype=param.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for n, m in model.named_modules():
+            if n in modes:
+                m.training = modes[n]
+    return macs
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> int:
+    """Forward MACs per image (convs + linear), see :func:`layer_macs`."""
+    return int(sum(layer_macs(model, input_size).values()))
+
+
+# -------------------------------------------------------------------- model files
+
+
+def _check_meta(value: Any, where: str = "meta") -> None:
+    """Meta must be plain data so that ``torch.load(weights_only=True)`` can read it."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_meta(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"{where}: key {k!r} must be a str or an int")
+            _check_meta(v, f"{where}[{k!r}]")
+        return
+    raise ValueError(f"{where}: {type(value).__name__} is not plain data (None/bool/int/float/str/list/dict)")
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> None:
+    """Write the model (arch name, classes, widths, CPU state dict, meta) atomically to ``path``."""
+    if not hasattr(model, "arch_name"):
+        raise ValueError("save_model: the model has no 'arch_name'; build it with icepick.models.build_model")
+    meta = dict(meta) if meta is not None else None
+    _check_meta(meta)
+    payload = {
+        "format": MODEL_FORMAT,
+        "arch": model.arch_name,
+        "num_classes": int(model.num_classes),
+        "widths": model_widths(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load a file written by :func:`save_model`; returns ``(model in eval mode, meta)``.
+
+    A damaged file, or one that is not an icepick model, raises ValueError naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable model file ({type(err).__name__}: {err}); {_RECOVER}") from err
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not an icepick model file (format {MODEL_FORMAT} expected); {_RECOVER}")
+    try:
+        model = build_model(payload["arch"], payload["num_classes"], payload["widths"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: inconsistent model file ({type(err).__name__}: {err}); {_RECOVER}") from err
+    model.to(device)
+    model.eval()
+    meta = payload.get("meta")
+    return model, dict(meta) if meta is not None else {}

@@ -1,0 +1,307 @@
+"""claims.md: every quantitative claim of the paper, the paper's number, ours, the tolerance
+applied and whether it holds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from icepick.reporting.paper import (
+    PAPER_HEADLINE_SAVED, PAPER_MODELS, PAPER_RUNS, PAPER_TABLE1, PAPER_TIME_SAVED, RECIPE_PRETRAINED_ACC,
+    TOL_ACC_POINTS, TOL_COMPARABLE_POINTS, TOL_EARLY_RHO, TOL_FEWER_FT, TOL_FT_RELATIVE, TOL_MAINTAIN_POINTS,
+    TOL_ORDER_RHO, TOL_SAVED_POINTS, TOL_TIME_RELATIVE, display_name, num, order_models, paper_model,
+)
+from icepick.reporting.tables import lr_name, table1, threshold_summary, time_savings
+
+__all__ = ["spearman", "weight_shift_stats", "claims", "claims_markdown"]
+
+# ---------------------------------------------------------------- analysis helpers
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when undefined."""
+    rx = pd.Series(np.asarray(x, dtype=float)).rank().to_numpy()
+    ry = pd.Series(np.asarray(y, dtype=float)).rank().to_numpy()
+    if len(rx) < 2 or np.std(rx) == 0 or np.std(ry) == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def weight_shift_stats(shift: pd.DataFrame) -> pd.DataFrame:
+    """Per model: Spearman(layer index, mean shift over steps) ('earlier layers shift less'
+    when positive) and the mean Spearman between step 1's shifts and each later step's
+    ('the ordering of layers is maintained')."""
+    rows = []
+    for model, sub in shift.groupby("model", sort=False):
+        mean = sub.groupby("layer_index")["shift"].mean()
+        wide = sub.pivot_table(index="layer_index", columns="step", values="shift")
+        steps = sorted(wide.columns)
+        rhos = [spearman(wide[steps[0]], wide[s]) for s in steps[1:]]
+        rhos = [r for r in rhos if not math.isnan(r)]
+        consecutive = [spearman(wide[a], wide[b]) for a, b in zip(steps, steps[1:])]
+        consecutive = [r for r in consecutive if not math.isnan(r)]
+        n = len(mean)
+        third = max(1, n // 3)
+        rows.append({
+            "model": model, "n_layers": n, "n_steps": len(steps),
+            "rho_index_shift": spearman(mean.index, mean.values),
+            "rho_first_vs_later": float(np.mean(rhos)) if rhos else math.nan,
+            "rho_consecutive": float(np.mean(consecutive)) if consecutive else math.nan,
+            "shift_first_third": float(mean.iloc[:third].mean()),
+            "shift_last_third": float(mean.iloc[-third:].mean()),
+        })
+    return pd.DataFrame(rows, columns=["model", "n_layers", "n_steps", "rho_index_shift", "rho_first_vs_later",
+                                       "rho_consecutive", "shift_first_third", "shift_last_third"])
+
+
+# ---------------------------------------------------------------- claims
+
+
+def _fmt(x: Any, digits: int = 1, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}{unit}"
+
+
+def _holds(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "no")
+
+
+def _ours_for_role(models: Iterable[str], role: str, roles: Mapping[str, str] | None) -> str | None:
+    for m in models:
+        if paper_model(m, roles) == role:
+            return m
+    return None
+
+
+def claims(
+    runs: pd.DataFrame,
+    weight_shift: pd.DataFrame | None = None,
+    pretrain: pd.DataFrame | None = None,
+    roles: Mapping[str, str] | None = None,
+    models: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Every quantitative claim of the paper checked against our runs.
+
+    Args:
+        runs: results/summary/runs.csv (all groups; ``group`` names them, ';'-separated).
+        weight_shift: results/summary/weight_shift.csv.
+        pretrain: results/summary/pretrain.csv.
+        roles: our model -> the paper's model it stands for.
+        models: our models in display order.
+
+    Returns:
+        One row per claim: id, claim, source, paper, ours, tolerance, holds ('yes', 'no',
+        or 'n/a' where our results lack what the claim needs).
+    """
+    rows: list[dict[str, str]] = []
+
+    def add(cid, claim, source, paper, ours, tolerance, ok):
+        rows.append({"id": cid, "claim": claim, "source": source, "paper": paper, "ours": ours,
+                     "tolerance": tolerance, "holds": _holds(ok)})
+
+    groups = runs["group"].fillna("").astype(str) if "group" in runs else pd.Series("", index=runs.index)
+    in_group = lambda g: runs[groups.str.split(";").apply(lambda gs: g in gs)]  # noqa: E731
+    fig3, tab1, thr = in_group("fig3"), in_group("table1"), in_group("thresholds")
+    order = order_models(runs["model"], models)
+    savings = time_savings(fig3, roles, order) if len(fig3) else time_savings(runs.iloc[:0], roles, order)
+    ice_savings = savings[savings["eta"] > 0] if (savings["eta"] > 0).any() else savings
+
+    # 1. Headline: up to 87.6 % of the pruning time saved.
+    best = ice_savings["saved_wall"].max() if len(ice_savings) else math.nan
+    add("time-headline", "ICE-Pick saves up to 87.6% of the pruning time (best model, r, eta)",
+        "Abstract; Sec. 1, 4.2", f"{PAPER_HEADLINE_SAVED:.1f}%", _fmt(best, 1, "%"),
+        f"ours >= paper - {TOL_SAVED_POINTS:g} points", None if math.isnan(best) else best >= PAPER_HEADLINE_SAVED - TOL_SAVED_POINTS)
+
+    # 2. Per model and r: "up to" (best eta).
+    for ratio in (0.4, 0.6):
+        for role in PAPER_MODELS:
+            paper = PAPER_TIME_SAVED[(role, ratio)]
+            ours_model = _ours_for_role(order, role, roles)
+            sub = ice_savings[(ice_savings["model"] == ours_model) & (np.isclose(ice_savings["ratio"], ratio))] if ours_model else ice_savings.iloc[:0]
+            ours = sub["saved_wall"].max() if len(sub) else math.nan
+            who = display_name(role) + ("" if ours_model in (None, role) else f" (ours: {display_name(ours_model)})")
+            add(f"time-{role}-r{num(ratio)}", f"Time saved at r = {num(ratio)}, {who}, best eta (theta = 1.5%)",
+                "Sec. 4.2, Fig. 3", f"{paper:.1f}%", _fmt(ours, 1, "%"), f"|ours - paper| <= {TOL_SAVED_POINTS:g} points",
+                None if math.isnan(ours) else abs(ours - paper) <= TOL_SAVED_POINTS)
+
+    # 3. Higher freezing ratios give higher reductions in overall time.
+    for (model, ratio), sub in savings.groupby(["model", "ratio"], sort=False):
+        sub = sub.sort_values("eta")
+        secs = sub["seconds"].to_numpy()
+        base_sec = sub["baseline_seconds"].iloc[0]
+        ok = bool(len(secs) > 1 and all(b <= a + TOL_TIME_RELATIVE * base_sec for a, b in zip(secs, secs[1:])) and secs[-1] < secs[0])
+        ours = ", ".join(f"eta {num(e)}: {s:.1f}%" for e, s in zip(sub["eta"], sub["saved_wall"]))
+        add(f"freeze-time-{model}-r{num(ratio)}", f"Higher freezing ratios give higher time reductions ({display_name(model)}, r = {num(ratio)})",
+            "Sec. 4.2, Fig. 3", "time falls as eta rises", f"saved {ours}",
+            f"mean time non-increasing in eta (each step may rise by {TOL_TIME_RELATIVE:.0%} of the baseline's time), lower at the largest eta than at the smallest",
+            ok if len(secs) > 1 else None)
+
+    # 4. Higher pruning ratios: lower average reduction in time.
+    for model in order:
+        sub = ice_savings[ice_savings["model"] == model]
+        by_r = sub.groupby("ratio")["saved_wall"].mean()
+        if len(by_r) >= 2:
+            lo, hi = by_r.index.min(), by_r.index.max()
+            add(f"ratio-time-{model}", f"A higher pruning ratio gives a lower average time reduction ({display_name(model)})",
+                "Sec. 4.2", "lower at r = 0.6 than at r = 0.4", f"{by_r[lo]:.1f}% at r = {num(lo)}, {by_r[hi]:.1f}% at r = {num(hi)}",
+                "strictly lower mean saving (over eta > 0) at the larger r", bool(by_r[hi] < by_r[lo]))
+        else:
+            add(f"ratio-time-{model}", f"A higher pruning ratio gives a lower average time reduction ({display_name(model)})",
+                "Sec. 4.2", "lower at r = 0.6 than at r = 0.4", "n/a", "strictly lower mean saving at the larger r", None)
+
+    # 5. ICE-Pick maintains accuracy (vs the baseline, Figure 3).
+    for (model, ratio), sub in savings.groupby(["model", "ratio"], sort=False):
+        gap = float((sub["baseline_acc"] - sub["acc"]).max())
+        add(f"accuracy-{model}-r{num(ratio)}", f"ICE-Pick maintains accuracy vs the baseline ({display_name(model)}, r = {num(ratio)}, worst eta)",
+            "Abstract; Sec. 4.2, Fig. 3", "similar final accuracy", f"{gap:+.2f} points below the baseline",
+            f"at most {TOL_MAINTAIN_POINTS:g} points below the baseline", gap <= TOL_MAINTAIN_POINTS)
+
+    # 6. Table 1, value by value.
+    t1 = table1(tab1, roles, order) if len(tab1) else table1(runs.iloc[:0], roles, order)
+    for (role, eta, lr), (p_acc, p_ft) in PAPER_TABLE1.items():
+        ours_model = _ours_for_role(order, role, roles)
+        cell = t1[(t1["model"] == ours_model) & np.isclose(t1["eta"], eta) & (t1["lr_policy"] == lr)] if ours_model else t1.iloc[:0]
+        who = display_name(role) + ("" if ours_model in (None, role) else f" (ours: {display_name(ours_model)})")
+        what = f"{who}, freeze {eta:.0%}, lr {lr_name(lr)}"
+        acc = float(cell["acc_mean"].iloc[0]) if len(cell) else math.nan
+        add(f"table1-acc-{role}-eta{num(eta)}-{lr}", f"Table 1 final accuracy: {what}", "Table 1",
+            f"{p_acc:.2f}%", _fmt(acc, 2, "%"), f"|ours - paper| <= {TOL_ACC_POINTS:g} point",
+            None if math.isnan(acc) else abs(acc - p_acc) <= TOL_ACC_POINTS)
+        ft = float(cell["n_ft_mean"].iloc[0]) if len(cell) else math.nan
+        n = int(cell["n_seeds"].iloc[0]) if len(cell) else 0
+        add(f"table1-ft-{role}-eta{num(eta)}-{lr}", f"Table 1 fine-tunings per run: {what}", "Table 1",
+            f"{p_ft / PAPER_RUNS:.1f} ({p_ft} in {PAPER_RUNS} runs)", f"{_fmt(ft, 1)} ({int(cell['n_ft_total'].iloc[0]) if len(cell) else 'n/a'} in {n} runs)",
+            f"within {TOL_FT_RELATIVE:.0%} of the paper's mean per run",
+            None if math.isnan(ft) else abs(ft - p_ft / PAPER_RUNS) <= TOL_FT_RELATIVE * p_ft / PAPER_RUNS)
+
+    # 7. The scheduler triggers significantly fewer fine-tunings for 2 of 3 models.
+    fewer, parts = 0, []
+    for model in order_models(t1["model"], order):
+        sub = t1[t1["model"] == model]
+        fixed, ice = sub.loc[sub["lr_policy"] == "fixed", "n_ft_total"].sum(), sub.loc[sub["lr_policy"] == "icepick", "n_ft_total"].sum()
+        if fixed > 0 and (sub["lr_policy"] == "icepick").any():
+            change = ice / fixed - 1
+            fewer += change <= -TOL_FEWER_FT
+            parts.append(f"{display_name(model)} {change:+.0%}")
+    n_models = len(parts)
+    add("table1-fewer-ft", "The ICE-Pick scheduler triggers significantly fewer fine-tunings than the fixed lr for 2 of 3 models",
+        "Sec. 4.3, Table 1", "2 of 3 (ResNet-110 -18%, ResNet-152 -28%, MobileNetV2 -8%)",
+        f"{fewer} of {n_models} ({', '.join(parts)})" if parts else "n/a",
+        f"'significantly fewer' = at least {TOL_FEWER_FT:.0%} fewer (both freezing ratios summed); holds when it is so for at least two thirds of the models",
+        None if not n_models else fewer >= math.ceil(2 * n_models / 3))
+
+    # 8. Comparable accuracy of the two lr policies in Table 1.
+    diffs = []
+    for (model, eta), sub in t1.groupby(["model", "eta"], sort=False):
+        if set(sub["lr_policy"]) >= {"fixed", "icepick"}:
+            a = sub.set_index("lr_policy")["acc_mean"]
+            diffs.append(abs(a["icepick"] - a["fixed"]))
+    worst = max(diffs) if diffs else math.nan
+    add("table1-comparable", "ICE-Pick and fixed lr reach comparable final accuracy (Table 1, worst model and eta)",
+        "Sec. 3.3, Table 1", "1.00 points (largest gap in Table 1)", _fmt(worst, 2, " points"),
+        f"largest |ICE-Pick - fixed| <= {TOL_COMPARABLE_POINTS:g} points", None if math.isnan(worst) else worst <= TOL_COMPARABLE_POINTS)
+
+    # 9. Higher thresholds reduce the time while reasonably maintaining accuracy.
+    ts = threshold_summary(thr, order) if len(thr) else threshold_summary(runs.iloc[:0], order)
+    for model, sub in ts.groupby("model", sort=False):
+        sub = sub.sort_values("theta")
+        secs = sub["seconds_mean"].to_numpy()
+        ok_time = bool(len(secs) > 1 and all(b <= a * (1 + TOL_TIME_RELATIVE) for a, b in zip(secs, secs[1:])) and secs[-1] < secs[0])
+        add(f"thresholds-time-{model}", f"Higher thresholds reduce the time required ({display_name(model)})", "Sec. 4.2",
+            "time falls as theta rises (no numbers given)",
+            ", ".join(f"theta {num(t)}: {s:.1f} s" for t, s in zip(sub["theta"], secs)),
+            f"mean time non-increasing in theta (up to {TOL_TIME_RELATIVE:.0%} noise per step), lower at the largest theta",
+            ok_time if len(secs) > 1 else None)
+        accs = sub["acc_mean"].to_numpy()
+        drop = float(accs[0] - accs[-1]) if len(accs) > 1 else math.nan
+        add(f"thresholds-accuracy-{model}", f"Higher thresholds still reasonably maintain accuracy ({display_name(model)})", "Sec. 4.2",
+            "accuracy reasonably maintained (no numbers given)",
+            ", ".join(f"theta {num(t)}: {a:.2f}%" for t, a in zip(sub["theta"], accs)),
+            f"final accuracy at the largest theta at most {TOL_MAINTAIN_POINTS:g} points below the smallest theta's",
+            None if math.isnan(drop) else drop <= TOL_MAINTAIN_POINTS)
+
+    # 10. Section 4.1: earlier layers shift less; the ordering of layers is maintained.
+    if weight_shift is not None and len(weight_shift):
+        stats = weight_shift_stats(weight_shift)
+        for _, s in stats.iterrows():
+            name = display_name(s["model"])
+            rho = s["rho_index_shift"]
+            add(f"shift-early-{s['model']}", f"Earlier layers tend to see smaller weight shifts ({name})", "Sec. 4.1, Fig. 2",
+                "observed in all three models (figure only)",
+                f"Spearman(layer index, shift) = {_fmt(rho, 2)}; mean shift first third {s['shift_first_third']:.3g}, last third {s['shift_last_third']:.3g}",
+                f"rho >= {TOL_EARLY_RHO:g}", None if math.isnan(rho) else rho >= TOL_EARLY_RHO)
+            rho = s["rho_first_vs_later"]
+            add(f"shift-order-{s['model']}", f"The ordering of layers by shift is generally maintained across steps ({name})", "Sec. 4.1, Fig. 2",
+                "generally maintained (figure only)",
+                f"mean Spearman(step 1, step s) = {_fmt(rho, 2)} over {int(s['n_steps'])} steps; consecutive steps {_fmt(s['rho_consecutive'], 2)}",
+                f"mean rho >= {TOL_ORDER_RHO:g}", None if math.isnan(rho) else rho >= TOL_ORDER_RHO)
+    else:
+        add("shift-early", "Earlier layers tend to see smaller weight shifts", "Sec. 4.1, Fig. 2", "observed", "n/a", f"rho >= {TOL_EARLY_RHO:g}", None)
+        add("shift-order", "The ordering of layers by shift is generally maintained", "Sec. 4.1, Fig. 2", "observed", "n/a", f"mean rho >= {TOL_ORDER_RHO:g}", None)
+
+    # 11. Context (METHOD.md, the published recipes; not a claim of the paper).
+    for role, (lo, hi) in RECIPE_PRETRAINED_ACC.items():
+        ours_model = _ours_for_role(order, role, roles)
+        acc = math.nan
+        if pretrain is not None and len(pretrain) and ours_model in set(pretrain["model"]):
+            acc = float(pretrain.loc[pretrain["model"] == ours_model, "final_test_acc"].iloc[0])
+        who = display_name(role) + ("" if ours_model in (None, role) else f" (ours: {display_name(ours_model)})")
+        paper = f"{lo:.1f}-{hi:.1f}%" if lo != hi else f"{lo:.1f}%"
+        add(f"context-pretrained-{role}", f"Context, not a claim of the paper: pretrained test accuracy with the published recipe, {who}",
+            "METHOD.md (published recipes)", paper, _fmt(acc, 2, "%"), f"within {TOL_ACC_POINTS:g} point of the range",
+            None if math.isnan(acc) else lo - TOL_ACC_POINTS <= acc <= hi + TOL_ACC_POINTS)
+
+    return pd.DataFrame(rows, columns=["id", "claim", "source", "paper", "ours", "tolerance", "holds"])
+
+
+def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None) -> str:
+    """claims.md: how the claims are checked, a count, and one table row per claim."""
+    counts = table["holds"].value_counts()
+    mapping = ""
+    if roles:
+        pairs = ", ".join(f"{display_name(m)} for {display_name(r)}" for m, r in roles.items() if m != r)
+        if pairs:
+            mapping = f"\nOur models stand in for the paper's: {pairs}; the paper's numbers are those of the model stood for.\n"
+
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "# The paper's claims, checked",
+        "",
+        "Generated by `python -m icepick claims` from `results/summary/`; do not edit.",
+        "Every quantitative claim of *ICE-Pick: Iterative Cost-Efficient Pruning for DNNs* (Hu, Gibson, Cano, 2023):",
+        "the paper's number, ours, the tolerance applied and whether the claim holds here.",
+        mapping,
+        "How the tolerances are applied:",
+        "",
+        f"- Time saved (1 - ICE-Pick / baseline, wall clock of the prune loop without the freeze trace, means over seeds):"
+        f" within {TOL_SAVED_POINTS:g} percentage points of the paper's value; the headline 'up to' holds when our best is at least"
+        f" the paper's minus {TOL_SAVED_POINTS:g} points. Savings by training MACs are in `table_time_savings.tex`.",
+        f"- Accuracies: within {TOL_ACC_POINTS:g} point. Fine-tunings: the mean per run within {TOL_FT_RELATIVE:.0%} of the paper's"
+        f" (its total over 10 runs / 10).",
+        f"- 'Significantly fewer fine-tunings': at least {TOL_FEWER_FT:.0%} fewer. 'Maintaining accuracy': at most"
+        f" {TOL_MAINTAIN_POINTS:g} points below the comparison. 'Comparable': within {TOL_COMPARABLE_POINTS:g} points.",
+        f"- 'Gives lower time' (freezing ratio, threshold): mean time non-increasing along the parameter, with up to"
+        f" {TOL_TIME_RELATIVE:.0%} noise per step, and lower at the end than at the start.",
+        f"- Section 4.1: 'earlier layers shift less' holds when Spearman(layer index, mean shift) >= {TOL_EARLY_RHO:g};"
+        f" 'the ordering is maintained' when the mean Spearman correlation between step 1's shifts and every later step's"
+        f" is >= {TOL_ORDER_RHO:g} (the freezing decision is taken at step 1).",
+        "- 'n/a': our results lack what the claim needs (e.g. a model or group not run).",
+        "",
+        f"Holds: {int(counts.get('yes', 0))} yes, {int(counts.get('no', 0))} no, {int(counts.get('n/a', 0))} n/a"
+        f" of {len(table)} claims.",
+        "",
+        "| id | claim | source | paper | ours | tolerance | holds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(cell(r[c]) for c in ["id", "claim", "source", "paper", "ours", "tolerance", "holds"]) + " |")
+    return "\n".join(lines) + "\n"
+
+

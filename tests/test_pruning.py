@@ -1,0 +1,415 @@
+"""Pruning does what the method says: L1 filter removal per block, physical, exact, safe."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icepick.models import InvertedResidual, build_model
+from icepick.pruning import (
+    conv_layers,
+    count_macs,
+    count_params,
+    layer_macs,
+    load_model,
+    model_widths,
+    prunable_blocks,
+    prune_block,
+    save_model,
+)
+
+X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster than two contending ones on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so equivalence checks mean something."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    return model
+
+
+def _model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _randomize_bn(build_model(name), seed + 1)
+
+
+def _independent_removed(conv_weight: torch.Tensor, ratio: float) -> list[int]:
+    """The ceil(r*C) smallest-L1 filters, computed filter by filter in Python (ties: lower index)."""
+    norms = [float(conv_weight[i].abs().sum()) for i in range(conv_weight.shape[0])]
+    n_remove = math.ceil(round(ratio * len(norms), 9))
+    return sorted(sorted(range(len(norms)), key=lambda i: (norms[i], i))[:n_remove])
+
+
+# ---------------------------------------------------------------- which filters
+
+
+@pytest.mark.parametrize("name,block,ratio", [
+    ("resnet20", 0, 0.4), ("resnet20", 4, 0.6), ("resnet20", "layer3.2", 0.4),
+    ("mobilenetv2_w025", 0, 0.4), ("mobilenetv2_w025", "layers.7", 0.6),
+])
+def test_prune_block_removes_exactly_the_smallest_l1_filters(name, block, ratio):
+    model = _model(name)
+    blocks = dict(prunable_blocks(model))
+    blk = blocks[block] if isinstance(block, str) else prunable_blocks(model)[block][1]
+    width = blk.conv1.out_channels
+    weight = blk.conv1.weight.detach().clone()
+    removed = _independent_removed(weight, ratio)
+    kept = prune_block(model, block, ratio)
+
+    assert kept.dtype == torch.long
+    assert kept.tolist() == [i for i in range(width) if i not in removed]
+    assert len(removed) == math.ceil(ratio * width)
+    new = width - len(removed)
+    assert torch.equal(blk.conv1.weight, weight[kept])  # the survivors are untouched
+    assert blk.conv1.weight.shape[0] == blk.conv1.out_channels == new
+    assert blk.bn1.num_features == new and blk.bn1.running_mean.shape == (new,)
+    if isinstance(blk, InvertedResidual):
+        assert blk.conv2.weight.shape == (new, 1, 3, 3) and blk.conv2.groups == new
+        assert blk.conv2.in_channels == blk.conv2.out_channels == new
+        assert blk.bn2.num_features == new
+        assert blk.conv3.in_channels == new and blk.conv3.weight.shape[1] == new
+    else:
+        assert blk.conv2.in_channels == new and blk.conv2.weight.shape[1] == new
+        assert blk.conv2.out_channels == blk.bn2.num_features  # block output untouched
+    assert model_widths(model)[[n for n, b in prunable_blocks(model) if b is blk][0]] == new
+
+
+def test_ties_are_broken_by_index():
+    model = _model("resnet20")
+    blk = model.layer1[0]
+    with torch.no_grad():
+        blk.conv1.weight.fill_(0.5)  # all 16 filters have the same norm
+    kept = prune_block(model, 0, 0.4)  # removes ceil(6.4) = 7: indices 0..6
+    assert kept.tolist() == list(range(7, 16))
+
+
+def test_ratio_times_width_float_noise_does_not_remove_an_extra_filter():
+    model = build_model("resnet20", widths={"layer1.0": 10})
+    kept = prune_block(model, 0, 0.7)  # 0.7 * 10 == 7.000000000000001 in floating point
+    assert len(kept) == 3
+
+
+# ------------------------------------------------------------------ equivalence
+
+
+@pytest.mark.parametrize("name,block", [
+    ("resnet20", "layer1.1"),   # identity shortcut
+    ("resnet20", "layer2.0"),   # stride 2, padded shortcut
+    ("mobilenetv2_w025", "layers.0"),   # t = 1
+    ("mobilenetv2_w025", "layers.2"),   # stride 1, residual add
+    ("mobilenetv2_w025", "layers.3"),   # stride 2, no residual
+    ("mobilenetv2", "layers.1"),        # stride 1, 1x1 conv shortcut
+])
+def test_pruned_model_equals_unpruned_with_removed_channels_zeroed_at_the_consumer(name, block):
+    model = _model(name).eval()
+    reference = copy.deepcopy(model)
+    blk = dict(reference.named_modules())[block]
+    width = blk.conv1.out_channels
+    kept = prune_block(model, block, 0.4)
+    removed = sorted(set(range(width)) - set(kept.tolist()))
+    consumer = blk.conv3 if isinstance(blk, InvertedResidual) else blk.conv2
+    with torch.no_grad():
+        consumer.weight[:, removed] = 0.0
+        expected = reference(X)
+        got = model(X)
+    assert count_params(model) < count_params(reference)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_zeroing_the_consumer_is_not_a_no_op():
+    """Guard for the equivalence test: the removed channels did matter."""
+    model = _model("resnet20").eval()
+    reference = copy.deepcopy(model)
+    prune_block(model, "layer1.1", 0.4)
+    with torch.no_grad():
+        assert not torch.allclose(model(X), reference(X), atol=1e-4)
+
+
+# --------------------------------------------------------------- all blocks, alpha
+
+
+def _expected_params_after_pruning_all(model: nn.Module, ratio: float) -> int:
+    total = count_params(model)
+    for _, blk in prunable_blocks(model):
+        c = blk.conv1.out_channels
+        k = math.ceil(ratio * c)
+        c_in = blk.conv1.in_channels
+        kh, kw = blk.conv1.kernel_size
+        if isinstance(blk, InvertedResidual):
+            # conv1 (c_in x 1x1), bn1 (2), depthwise conv2 (3x3), bn2 (2), conv3 inputs (c_out)
+            total -= k * (c_in + 2 + 9 + 2 + blk.conv3.out_channels)
+        else:
+            # conv1 (c_in x 3x3), bn1 (2), conv2 inputs (c_out x 3x3)
+            total -= k * (c_in * kh * kw + 2 + blk.conv2.out_channels * 9)
+    return total
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_w025"])
+def test_pruning_every_block_gives_the_expected_alpha_and_still_trains(name):
+    model = _model(name)
+    original = count_params(model)
+    expected = _expected_params_after_pruning_all(model, 0.4)
+    expected_widths = {n: b.conv1.out_channels - math.ceil(0.4 * b.conv1.out_channels) for n, b in prunable_blocks(model)}
+    for i in range(len(prunable_blocks(model))):
+        prune_block(model, i, 0.4)
+    assert count_params(model) == expected
+    assert model_widths(model) == expected_widths
+    alpha = count_params(model) / original
+    assert alpha == pytest.approx(expected / original)
+    assert 0.4 < alpha < 0.75
+
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss = F.cross_entropy(model(X), torch.tensor([0, 1, 2, 3]))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    # every parameter with a real gradient moved (a BN bias that feeds a train-mode BN only
+    # through a per-channel shift gets a ~1e-9 gradient, which is mathematically right)
+    moving = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().max() > 1e-6]
+    assert "linear.weight" in moving and "conv1.weight" in moving
+    assert all(not torch.equal(dict(model.named_parameters())[n], before[n]) for n in moving)
+    for name_, blk in prunable_blocks(model):
+        assert not torch.equal(blk.conv1.weight, before[f"{name_}.conv1.weight"])
+
+
+# ------------------------------------------------------------------ side effects
+
+
+def test_requires_grad_flags_are_preserved_by_name():
+    model = _model("resnet20")
+    frozen = {"conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer1.0.bn1.bias", "layer2.1.conv2.weight"}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in frozen)
+    prune_block(model, 0, 0.4)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_mode_and_bn_statistics_are_unchanged(train):
+    model = _model("mobilenetv2_w025")
+    model.train(train)
+    model.layers[5].eval()  # a mixed state must survive too
+    modes = {n: m.training for n, m in model.named_modules()}
+    buffers = {n: b.clone() for n, b in model.named_buffers() if not n.startswith("layers.0.")}
+    prune_block(model, 0, 0.4)
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    for n, b in model.named_buffers():
+        if n in buffers:
+            assert torch.equal(b, buffers[n]), n
+
+
+def test_prune_block_works_inside_no_grad_and_with_an_example_input():
+    model = _model("resnet20")
+    with torch.no_grad():
+        kept = prune_block(model, 2, 0.4, example_input=torch.randn(2, 3, 32, 32))
+    assert len(kept) == 16 - 7
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("ratio", [1.5, 0.0, 1.0, -0.1, True, "0.4", float("nan")])
+def test_bad_ratio_is_a_clear_error(ratio):
+    with pytest.raises(ValueError, match="ratio: .* is out of range; it must lie in \\(0, 1\\)"):
+        prune_block(build_model("resnet20"), 0, ratio)
+
+
+def test_ratio_that_would_remove_every_filter_is_refused():
+    with pytest.raises(ValueError, match="at least one filter must remain"):
+        prune_block(build_model("resnet20"), 0, 0.99)  # ceil(0.99 * 16) = 16
+
+
+@pytest.mark.parametrize("block", [60, 9, -1])
+def test_block_index_out_of_range_is_a_clear_error(block):
+    with pytest.raises(ValueError, match=rf"block {block} is out of range; resnet20 has 9 prunable blocks \(0\.\.8\)"):
+        prune_block(build_model("resnet20"), block, 0.4)
+
+
+@pytest.mark.parametrize("block", ["layer4.0", "layer1", "conv1"])
+def test_unknown_block_name_is_a_clear_error(block):
+    with pytest.raises(ValueError, match=f"unknown block '{block}'; resnet20 has blocks layer1.0"):
+        prune_block(build_model("resnet20"), block, 0.4)
+
+
+def test_failed_prune_leaves_the_model_untouched():
+    model = build_model("resnet20")
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError):
+        prune_block(model, 0, 0.99)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ------------------------------------------------------------------- conv layers
+
+
+def test_conv_layers_pair_every_conv_with_its_bn():
+    res = build_model("resnet20")
+    layers = conv_layers(res)
+    assert len(layers) == 19
+    assert [n for n, _, _ in layers][:3] == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]
+    assert all(bn is not None and bn.num_features == conv.out_channels for _, conv, bn in layers)
+    mods = dict(res.named_modules())
+    assert layers[1][2] is mods["layer1.0.bn1"]
+
+    mob = build_model("mobilenetv2")
+    names = [n for n, _, _ in conv_layers(mob)]
+    assert names[0] == "conv1" and names[-1] == "conv2"
+    assert "layers.1.shortcut.0" in names
+    assert len(names) == 1 + 17 * 3 + 4 + 1  # stem, 3 per block, 4 shortcut convs, head
+    assert dict((n, bn) for n, _, bn in conv_layers(mob))["layers.1.shortcut.0"] is mob.layers[1].shortcut[1]
+
+
+# -------------------------------------------------------------------------- MACs
+
+# measured forward MACs per 32x32 image (convs + linear), pinned
+EXACT_MACS = {
+    "resnet20": 40_551_040,
+    "resnet110": 252_887_680,
+    "resnet152": 351_978_112,
+    "mobilenetv2": 91_154_944,
+    "mobilenetv2_w025": 8_384_128,
+}
+PAPER_MACS = {"resnet110": 255e6, "resnet152": 355e6, "mobilenetv2": 95e6}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_MACS))
+def test_count_macs_is_exact_and_near_the_paper(name):
+    model = build_model(name)
+    macs = count_macs(model)
+    assert macs == EXACT_MACS[name]
+    if name in PAPER_MACS:
+        assert abs(macs - PAPER_MACS[name]) / PAPER_MACS[name] < 0.05
+
+
+def test_layer_macs_are_per_layer_in_forward_order_and_restore_the_mode():
+    model = build_model("resnet20").train()
+    per_layer = layer_macs(model)
+    assert model.training and all(m.training for m in model.modules())
+    assert list(per_layer)[0] == "conv1" and list(per_layer)[-1] == "linear"
+    assert per_layer["conv1"] == 32 * 32 * 16 * 3 * 9
+    assert per_layer["linear"] == 64 * 10
+    assert per_layer["layer3.0.conv1"] == 8 * 8 * 64 * 32 * 9
+    assert sum(per_layer.values()) == count_macs(model)
+    assert len(per_layer) == 19 + 1
+
+
+def test_pruning_reduces_macs_as_expected():
+    model = build_model("resnet20")
+    before = layer_macs(model)
+    prune_block(model, "layer1.0", 0.4)  # 16 -> 9 filters
+    after = layer_macs(model)
+    assert after["layer1.0.conv1"] == before["layer1.0.conv1"] * 9 // 16
+    assert after["layer1.0.conv2"] == before["layer1.0.conv2"] * 9 // 16
+    assert after["layer1.1.conv1"] == before["layer1.1.conv1"]
+
+
+# ------------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_w025"])
+def test_save_load_round_trip_is_exact_for_a_pruned_model(name, tmp_path):
+    model = _model(name)
+    prune_block(model, 1, 0.4)
+    prune_block(model, 3, 0.6)
+    path = tmp_path / "sub" / "model.pt"
+    save_model(model, path, meta={"step": 2, "acc": 91.5, "note": None, "blocks": ["a", "b"]})
+    loaded, meta = load_model(path)
+    assert meta == {"step": 2, "acc": 91.5, "note": None, "blocks": ["a", "b"]}
+    assert loaded.arch_name == name and loaded.num_classes == 10
+    assert model_widths(loaded) == model_widths(model)
+    assert not loaded.training
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["model.pt"]  # no temp files left
+
+
+def test_load_without_meta(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(build_model("resnet20"), path)
+    _, meta = load_model(path)
+    assert meta == {}
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(build_model("resnet20"), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="delete it and rerun the step that produces it") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", None])
+def test_not_an_icepick_model_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "model.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="delete it and rerun") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_meta_must_be_plain_data(tmp_path):
+    with pytest.raises(ValueError, match="meta"):
+        save_model(build_model("resnet20"), tmp_path / "m.pt", meta={"x": object()})
+    assert not (tmp_path / "m.pt").exists()
+
+
+# ------------------------------------------------------------- repeated / copies
+
+
+def test_a_block_can_be_pruned_again_and_after_deepcopy_and_load(tmp_path):
+    model = _model("resnet20")
+    prune_block(model, 0, 0.4)  # 16 -> 9
+    twin = copy.deepcopy(model)
+    assert len(prune_block(twin, 0, 0.4)) == 5  # 9 -> 5, graph rebuilt on the copy
+    assert model.layer1[0].conv1.out_channels == 9  # the original is untouched
+    save_model(twin, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert len(prune_block(loaded, "layer1.0", 0.4)) == 3
+    assert loaded.layer1[0].conv2.in_channels == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pruning_counting_and_loading_on_cuda(tmp_path):
+    model = _model("mobilenetv2_w025").cuda()
+    cpu_macs = count_macs(copy.deepcopy(model).cpu())
+    assert count_macs(model) == cpu_macs
+    kept = prune_block(model, 2, 0.4)
+    assert kept.device.type == "cpu"
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    assert all(b.device.type == "cuda" for b in model.buffers())
+    save_model(model, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt", device="cuda")
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X.cuda()), model(X.cuda()))

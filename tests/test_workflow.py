@@ -1,0 +1,350 @@
+"""Tests of the Snakemake workflow: the planned jobs (dry runs), targets, reruns, lint and
+config validation; and (marked slow) the whole small configuration end to end.
+
+Expected job counts are computed here by hand from the paper's experiment grid, not from the
+workflow's own code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = BIN / "snakemake"
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
+
+pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
+
+# ---------------------------------------------------------------- the paper's grid, by hand
+
+PAPER_MODELS = ["resnet110", "resnet152", "mobilenetv2"]
+N_SEEDS = 10
+# Figure 3: r in {0.4, 0.6} x eta in {0, 0.3, 0.7} at theta 1.5, plus the baseline at each r.
+FIG3_CONFIGS = 2 * 3 + 2
+# Table 1: eta in {0.3, 0.7} x lr in {fixed, ICE-Pick} at theta 2.5 (one r per model).
+TABLE1_CONFIGS = 2 * 2
+# Thresholds: theta in {0.5, 1.5, 2.5} at eta 0.3, ICE-Pick lr, the Table 1 r. theta 1.5 is
+# Figure 3's run (the Table 1 r is 0.4 or 0.6) and theta 2.5 is Table 1's: one new configuration.
+THRESHOLD_CONFIGS = 3 - 2
+CONFIGS_PER_MODEL = FIG3_CONFIGS + TABLE1_CONFIGS + THRESHOLD_CONFIGS  # 13
+
+PAPER_JOBS = {
+    "data_fetch": 1,
+    "pretrain": 3,
+    "weight_shift": 3,
+    "trace": 3 * N_SEEDS,  # every seed has runs that freeze
+    "run": 3 * N_SEEDS * CONFIGS_PER_MODEL,  # 390
+    "aggregate_group": 3,
+    "aggregate_all": 1,
+    "aggregate_pretrain": 1,
+    "aggregate_weight_shift": 1,
+    "table1": 1,
+    "table_time_savings": 1,
+    "fig2_weight_shift": 1,
+    "fig3_accuracy": 1,
+    "fig_thresholds": 1,
+    "fig_lr_schedule": 1,
+    "claims": 1,
+    "all": 1,
+}
+PER_MODEL_RULES = ("pretrain", "weight_shift", "trace", "run")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(SNAKEMAKE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> number of jobs (without 'total')."""
+    match = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", output, re.S)
+    assert match, f"no job stats in:\n{output[-2000:]}"
+    counts = {}
+    for line in match.group(1).splitlines():
+        rule, n = line.split()
+        counts[rule] = int(n)
+    assert sum(counts.values()) == int(match.group(2))
+    return counts
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job in a (non-quiet) dry run."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", output):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        if not head:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        jobs.append((head.group(1), wildcards))
+    return jobs
+
+
+def dry_run(*args: str, cwd: Path = REPO) -> str:
+    proc = snakemake("-n", *args, cwd=cwd)
+    return proc.stdout + proc.stderr
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow's own files (not the library, results or data) in ``dest``."""
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+# Depth of every rule in the DAG: outputs get times in this order, as after a real run.
+STAGE = {
+    "data_fetch": 0, "data_synth": 0, "pretrain": 1, "trace": 2, "weight_shift": 2, "run": 3,
+    "aggregate_group": 4, "aggregate_pretrain": 4, "aggregate_weight_shift": 4, "fig_lr_schedule": 4,
+    "aggregate_all": 5, "table1": 5, "table_time_savings": 5, "fig2_weight_shift": 5, "fig3_accuracy": 5,
+    "fig_thresholds": 5, "claims": 6,
+}
+
+
+def fake_all_outputs(cwd: Path, *args: str) -> None:
+    """Create every output of the workflow as an empty file, older files upstream, so that dry
+    runs plan as they would after a complete run (quicker than `snakemake --touch`)."""
+    proc = snakemake("--summary", *args, cwd=cwd)
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("output_file"))
+    t0 = time.time() - 3600
+    for line in lines[start + 1:]:
+        output, _, rule = line.split("\t")[:3]
+        path = cwd / output
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        os.utime(path, (t0 + 60 * STAGE[rule],) * 2)
+    assert "Nothing to be done" in dry_run(*args, cwd=cwd)
+
+
+# ---------------------------------------------------------------- dry runs of the paper
+
+
+@pytest.fixture(scope="module")
+def paper_plan() -> str:
+    """The dry run of the paper's configuration (default target), with shell commands."""
+    return dry_run("-p")
+
+
+def test_paper_config_plans_the_expected_jobs(paper_plan):
+    assert job_counts(paper_plan) == PAPER_JOBS
+
+
+def test_paper_runs_cover_the_grid_once_per_seed(paper_plan):
+    jobs = planned_jobs(paper_plan)
+    runs = [wc for rule, wc in jobs if rule == "run"]
+    per_model = Counter(wc["model"] for wc in runs)
+    assert per_model == {m: N_SEEDS * CONFIGS_PER_MODEL for m in PAPER_MODELS}
+    configs = {(wc["model"], wc["method"], wc["lr"], wc["ratio"], wc["eta"], wc["theta"]) for wc in runs}
+    table1_r = {"resnet110": "0.6", "resnet152": "0.6", "mobilenetv2": "0.4"}
+    expected = set()
+    for m in PAPER_MODELS:
+        expected |= {(m, "icepick", "icepick", r, e, "1.5") for r in ("0.4", "0.6") for e in ("0", "0.3", "0.7")}
+        expected |= {(m, "baseline", "fixed", r, "0", "0") for r in ("0.4", "0.6")}
+        expected |= {(m, "icepick", lr, table1_r[m], e, "2.5") for e in ("0.3", "0.7") for lr in ("fixed", "icepick")}
+        expected |= {(m, "icepick", "icepick", table1_r[m], "0.3", t) for t in ("0.5", "1.5", "2.5")}
+    assert configs == expected
+    # Every training or evaluating job asks for the GPU resource and passes its threads on.
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", paper_plan):
+        head = re.match(r"rule (\w+):\n", block)
+        if head and head.group(1) in PER_MODEL_RULES:
+            assert "gpu=1" in block, head.group(1)
+            assert re.search(r"--threads \d+", block), head.group(1)
+
+
+def test_table1_target_plans_only_its_ancestors():
+    out = dry_run("paper_figures/table1.tex")
+    counts = job_counts(out)
+    assert counts == {
+        "data_fetch": 1,
+        "pretrain": 3,
+        "trace": 3 * N_SEEDS,
+        "run": 3 * N_SEEDS * TABLE1_CONFIGS,
+        "aggregate_group": 1,
+        "table1": 1,
+    }
+    runs = [wc for rule, wc in planned_jobs(out) if rule == "run"]
+    assert {wc["theta"] for wc in runs} == {"2.5"}  # no Figure 3 run (theta 1.5), no baseline
+    assert {wc["method"] for wc in runs} == {"icepick"}
+
+
+def test_smoke_profile_plans_the_small_configuration():
+    out = dry_run("--workflow-profile", "profiles/smoke")
+    counts = job_counts(out)
+    assert counts["data_synth"] == 1 and "data_fetch" not in counts
+    assert counts["pretrain"] == 3 and counts["trace"] == 3 * 2
+    assert counts["run"] == 3 * 2 * CONFIGS_PER_MODEL
+    jobs = planned_jobs(out)
+    assert {wc["model"] for rule, wc in jobs if rule == "run"} == {"resnet20", "resnet32", "mobilenetv2_w025"}
+
+
+def test_slurm_profile_parses():
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    out = dry_run("--workflow-profile", "profiles/slurm", "paper_figures/table1.tex")
+    assert job_counts(out)["run"] == 3 * N_SEEDS * TABLE1_CONFIGS
+
+
+# ---------------------------------------------------------------- rerunning one model
+
+
+@pytest.fixture(scope="module")
+def finished_copy(tmp_path_factory) -> Path:
+    """A copy of the workflow whose every output exists (empty files, consistent times)."""
+    cwd = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    fake_all_outputs(cwd)
+    return cwd
+
+
+def test_forcerun_pretrained_reruns_that_model_only(finished_copy):
+    # The documented command: snakemake --forcerun results/resnet110/pretrained.pt
+    out = dry_run("--forcerun", "results/resnet110/pretrained.pt", cwd=finished_copy)
+    counts = job_counts(out)
+    assert counts["pretrain"] == 1 and counts["weight_shift"] == 1
+    assert counts["trace"] == N_SEEDS and counts["run"] == N_SEEDS * CONFIGS_PER_MODEL
+    assert "data_fetch" not in counts
+    for rule, wc in planned_jobs(out):
+        if rule in PER_MODEL_RULES:
+            assert wc["model"] == "resnet110", (rule, wc)
+    # Aggregates, tables, figures and claims are redone from the new runs.
+    assert counts["aggregate_all"] == 1 and counts["claims"] == 1 and counts["table1"] == 1
+
+
+def test_forcerun_runs_of_one_model(finished_copy):
+    # Only the runs (pretraining and traces kept): every run summary of the model.
+    summaries = sorted(str(p.relative_to(finished_copy)) for p in finished_copy.glob("results/mobilenetv2/runs/*/seed*/summary.json"))
+    assert len(summaries) == N_SEEDS * CONFIGS_PER_MODEL
+    out = dry_run("--forcerun", *summaries, cwd=finished_copy)
+    counts = job_counts(out)
+    assert counts["run"] == N_SEEDS * CONFIGS_PER_MODEL
+    assert not {"pretrain", "trace", "weight_shift"} & set(counts)
+    assert {wc["model"] for rule, wc in planned_jobs(out) if rule == "run"} == {"mobilenetv2"}
+
+
+# ---------------------------------------------------------------- lint and validation
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--config", "trace_ratio=1.5"], "trace_ratio"),
+        (["--config", "ratios=[1.5]"], "ratios"),  # not a key: the grid lives under experiments
+        (["--config", "trace_ration=0.4"], "trace_ration"),
+        (["--config", "device=gpu"], "device"),
+        (["--config", "threads=0"], "threads"),
+        (["--config", "models=[resnet20]"], "experiments.table1.ratios"),  # a model without a Table 1 ratio
+    ],
+)
+def test_invalid_config_fails_naming_the_key(args, key):
+    proc = snakemake("-n", *args, check=False)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "overlay, key",
+    [
+        ("experiments:\n  fig3:\n    ratios: [0.4, 1.5]\n", "ratios"),
+        ("experiments:\n  fig3:\n    etas: [0.3, 1.0]\n", "etas"),
+        ("experiments:\n  table1:\n    theta: -1\n", "theta"),
+        ("schedule:\n  p: 0.7\n", "'p'"),
+        ("schedule:\n  beta: 0\n", "beta"),
+        ("finetune:\n  lr_shape: linear\n", "lr_shape"),
+        ("pretrain:\n  epoch: 3\n", "epoch"),
+    ],
+)
+def test_invalid_nested_config_fails_naming_the_key(tmp_path, overlay, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(overlay)
+    proc = snakemake("-n", "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+
+EXPECTED_TARGETS = [
+    "results/summary/runs.csv",
+    "results/summary/steps.csv",
+    "results/summary/pretrain.csv",
+    "results/summary/weight_shift.csv",
+    "paper_figures/table1.tex",
+    "paper_figures/table1.csv",
+    "paper_figures/table_time_savings.tex",
+    "paper_figures/table_time_savings.csv",
+    "paper_figures/fig2_weight_shift.pdf",
+    "paper_figures/fig2_weight_shift.png",
+    "paper_figures/fig3_accuracy.pdf",
+    "paper_figures/fig3_accuracy.png",
+    "paper_figures/fig_thresholds.pdf",
+    "paper_figures/fig_lr_schedule.pdf",
+    "paper_figures/claims.md",
+    "paper_figures/claims.csv",
+]
+
+
+@pytest.mark.slow
+def test_smoke_workflow_end_to_end(tmp_path):
+    """The small configuration, in a copy of the workflow: every target, parseable tables,
+    Table 1 with one row per (model, freeze, lr), non-empty figures, every claim listed, and
+    the report."""
+    cwd = copy_workflow(tmp_path)
+    snakemake("--workflow-profile", "profiles/smoke", cwd=cwd, timeout=1800)
+    for target in EXPECTED_TARGETS:
+        assert (cwd / target).stat().st_size > 0, target
+
+    models = ["resnet20", "resnet32", "mobilenetv2_w025"]
+    runs = pd.read_csv(cwd / "results/summary/runs.csv")
+    assert len(runs) == len(models) * 2 * CONFIGS_PER_MODEL
+    assert runs["final_acc"].between(0, 100).all()
+
+    table1 = pd.read_csv(cwd / "paper_figures/table1.csv")
+    assert len(table1) == len(models) * 2 * 2
+    assert not table1.duplicated(["model", "eta", "lr_policy"]).any()
+    assert table1["paper_acc"].notna().all()  # the stand-ins carry the paper's numbers
+    tex = (cwd / "paper_figures/table1.tex").read_text()
+    body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
+    assert len([line for line in body.splitlines() if line.strip().endswith(r"\\")]) == len(table1)
+
+    savings = pd.read_csv(cwd / "paper_figures/table_time_savings.csv")
+    assert len(savings) == len(models) * 2 * 3
+    assert savings["saved_wall"].notna().all()
+
+    claims = pd.read_csv(cwd / "paper_figures/claims.csv")
+    md = (cwd / "paper_figures/claims.md").read_text()
+    assert claims["id"].is_unique and len(claims) > 40
+    for cid in claims["id"]:
+        assert f"| {cid} |" in md
+    for cid in ["time-headline", "table1-fewer-ft", "table1-comparable", "time-resnet110-r0.4", "time-mobilenetv2-r0.6"]:
+        assert cid in set(claims["id"])
+    assert set(claims["holds"]) <= {"yes", "no", "n/a"}
+
+    snakemake("--workflow-profile", "profiles/smoke", "--report", "report.html", cwd=cwd, timeout=600)
+    assert (cwd / "report.html").stat().st_size > 10000
+    assert "Nothing to be done" in dry_run("--workflow-profile", "profiles/smoke", cwd=cwd)

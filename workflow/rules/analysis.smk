@@ -1,0 +1,26 @@
+# Section 4.1 (Figure 2): per-layer weight shift along iterative pruning with a full
+# fine-tuning after every step.
+
+
+rule weight_shift:
+    input:
+        model="results/{model}/pretrained.pt",
+        data=data_ready(),
+    output:
+        "results/{model}/weight_shift.csv",
+    log:
+        "logs/{model}/weight_shift.log",
+    benchmark:
+        "results/benchmarks/{model}/weight_shift.tsv"
+    params:
+        data=data_dir,
+        options=weight_shift_options(),
+        device=config["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick weight-shift --pretrained {input.model} --data {params.data}"
+        " --out {output} {params.options} --device {params.device} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,55 @@
+# The pruning experiments: the freeze trace (once per model and seed) and the runs, one per
+# model x configuration x seed, every setting in the path.
+
+
+rule trace:
+    input:
+        model="results/{model}/pretrained.pt",
+        data=data_ready(),
+    output:
+        "results/{model}/trace/seed{seed}.json",
+    log:
+        "logs/{model}/trace/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/{model}/trace/seed{seed}.tsv"
+    params:
+        data=data_dir,
+        options=trace_options(),
+        device=config["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick trace --pretrained {input.model} --data {params.data} --out {output}"
+        " --seed {wildcards.seed} {params.options} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule run:
+    input:
+        unpack(run_inputs),
+    output:
+        summary=f"{RUN_DIR}/summary.json",
+        steps=f"{RUN_DIR}/steps.csv",
+        model=f"{RUN_DIR}/pruned.pt",
+    log:
+        f"logs/{RUN_NAME}.log",
+    benchmark:
+        f"results/benchmarks/{RUN_NAME}.tsv"
+    params:
+        data=data_dir,
+        trace=trace_option,
+        options=run_options(),
+        device=config["device"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick run --pretrained {input.model} --data {params.data} {params.trace}"
+        " --method {wildcards.method} --lr-policy {wildcards.lr} --ratio {wildcards.ratio}"
+        " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
+        " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
+        " {params.options} --device {params.device} --threads {threads} > {log} 2>&1"
