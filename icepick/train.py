@@ -104,8 +104,10 @@ class PretrainConfig:
             check_range("milestones", m, 0.0, math.inf, low_open=True, high_open=True)
             if m >= 1 and m != int(m):
                 raise ConfigError(f"milestones: {m} is neither a fraction in (0, 1) nor a whole epoch")
-        if list(self.milestone_epochs()) != sorted(set(self.milestone_epochs())):
-            raise ConfigError(f"milestones: {list(self.milestones)} must give increasing, distinct epochs")
+            if m >= 1 and m > self.epochs:
+                raise ConfigError(f"milestones: epoch {int(m)} is beyond the {self.epochs} epochs")
+        if list(self.milestone_epochs()) != sorted(self.milestone_epochs()):
+            raise ConfigError(f"milestones: {list(self.milestones)} must be in increasing order")
         check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
@@ -126,8 +128,12 @@ class PretrainConfig:
         return _RECIPE_SCHEDULE[_family(self.model)] if self.schedule == "auto" else self.schedule
 
     def milestone_epochs(self) -> tuple[int, ...]:
-        """The milestones as numbers of completed epochs."""
-        return tuple(math.floor(m * self.epochs + 0.5) if m < 1 else int(m) for m in self.milestones)
+        """The milestones as numbers of completed epochs (fractions rounded, at least 1).
+
+        Fractions of a short run may round to the same epoch; the lr is then multiplied by
+        ``gamma`` once per milestone, as torch's MultiStepLR does with repeated milestones.
+        """
+        return tuple(max(1, math.floor(m * self.epochs + 0.5)) if m < 1 else int(m) for m in self.milestones)
 
 
 def learning_rate(cfg: PretrainConfig, epoch: int) -> float:
@@ -272,7 +278,7 @@ def pretrain(
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"pretrain {cfg.model}: the training loss became {train_loss} in epoch {epoch + 1} "
-                f"(lr {lr:g}); no outputs were written. Try a lower --lr."
+                f"(lr {lr:g}); training stopped. Try a lower --lr."
             )
         test_acc = accuracy(model, test)
         synchronize(device)

@@ -47,6 +47,9 @@ def test_resnet_recipe_is_step_at_100_and_150_of_200_epochs():
 def test_milestones_may_be_absolute_epochs_and_scale_as_fractions():
     assert PretrainConfig(model="resnet20", epochs=20, milestones=(5, 12)).milestone_epochs() == (5, 12)
     assert PretrainConfig(model="resnet20", epochs=20).milestone_epochs() == (10, 15)
+    short = PretrainConfig(model="resnet20", epochs=3)  # both fractions round to epoch 2
+    assert short.milestone_epochs() == (2, 2)
+    assert [learning_rate(short, e) for e in range(3)] == pytest.approx([0.1, 0.1, 0.001])
 
 
 def test_mobilenetv2_recipe_is_cosine_with_wd_5e4():
@@ -73,6 +76,7 @@ def test_mobilenetv2_recipe_is_cosine_with_wd_5e4():
         ({"schedule": "linear"}, "schedule"),
         ({"milestones": (0.75, 0.5)}, "milestones"),
         ({"milestones": (2.5,)}, "milestones"),
+        ({"milestones": (300,)}, "milestones"),
         ({"gamma": 0.0}, "gamma"),
         ({"weight_decay": -1e-4}, "weight_decay"),
         ({"n_train": 0}, "n_train"),
