@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--train", required=True, type=int, help="number of training images (>= 10)")
     synth.add_argument("--test", required=True, type=int, help="number of test images (>= 10)")
     synth.add_argument("--seed", type=seed_int, default=0, help="generator seed")
+    synth.add_argument("--difficulty", default="standard", help="generator preset: standard or easy (smoke runs)")
     synth.set_defaults(func=_synth)
 
     fetch = sub.add_parser("fetch", help="download the real CIFAR-10 (or check files placed by hand)")
@@ -33,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from icepick.data import synth_cifar10
 
-    folder = synth_cifar10(args.out, n_train=args.train, n_test=args.test, seed=args.seed)
+    folder = synth_cifar10(args.out, n_train=args.train, n_test=args.test, seed=args.seed,
+                           difficulty=args.difficulty)
     log.info("wrote a generated CIFAR-format data set (%d train, %d test, seed %d) to %s",
              args.train, args.test, args.seed, folder)
     return 0

@@ -29,8 +29,9 @@ rule data_synth:
         train=config["data"]["synthetic_train"],
         test=config["data"]["synthetic_test"],
         seed=config["data"]["synthetic_seed"],
+        difficulty=config["data"]["synthetic_difficulty"],
     conda:
         "../../environment.yml"
     shell:
         "python -m icepick data synth --out {params.root} --train {params.train}"
-        " --test {params.test} --seed {params.seed} > {log} 2>&1"
+        " --test {params.test} --seed {params.seed} --difficulty {params.difficulty} > {log} 2>&1"
