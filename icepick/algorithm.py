@@ -12,6 +12,7 @@ again, ending with the same records (times aside) as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -72,7 +73,7 @@ class RunConfig:
     val_seed: int = 0  # the held-out split is the same for every run seed
     freeze_bn_stats: bool = False  # keep frozen layers' BN statistics fixed (code: they update)
     max_steps: int = 0  # prune only the first N blocks (0 = all); for quick runs
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 0  # test batch; 0 = the device's best (1000 on a GPU, 128 on a CPU)
     device: str = "auto"
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
@@ -88,7 +89,7 @@ class RunConfig:
         check_int("val_size", self.val_size, 1)
         check_int("val_seed", self.val_seed, 0)
         check_int("max_steps", self.max_steps, 0)
-        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 0)
         if self.method == "baseline":
             if self.eta != 0:
                 raise ConfigError(f"eta: {self.eta} is not allowed for method 'baseline', which freezes nothing; use 0")
@@ -202,7 +203,8 @@ def run_experiment(
     n_steps = min(len(blocks), cfg.max_steps) if cfg.max_steps else len(blocks)
     params_orig = count_params(model)
 
-    state = _load_state(state_path, cfg, pretrained, device)
+    pretrained_digest = _file_digest(pretrained)
+    state = _load_state(state_path, cfg, pretrained_digest, device)
     if state is not None:
         model, meta = state
         rows: list[dict[str, Any]] = meta["rows"]
@@ -231,7 +233,8 @@ def run_experiment(
             "fine-tuned" if row["finetuned"] else "skipped", row["lr"], row["acc"], row["t_step"],
         )
         save_model(model, state_path, {
-            "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained), "rows": rows,
+            "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained),
+            "pretrained_sha256": pretrained_digest, "rows": rows,
             "acc_orig": acc_orig, "decision_acc_orig": dec_orig, "elapsed": elapsed,
         })
         bar.update(1)
@@ -331,8 +334,18 @@ class _Clock:
         return seconds
 
 
-def _load_state(path: Path, cfg: RunConfig, pretrained: str | Path, device: torch.device):
-    """The saved state of an earlier attempt of this run, or None (missing, damaged or other config)."""
+def _file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (what a run state is tied to: the exact pretrained model)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_state(path: Path, cfg: RunConfig, pretrained_digest: str, device: torch.device):
+    """The saved state of an earlier attempt of this run, or None (missing, damaged, or written
+    for another configuration or another pretrained model: then the run starts over)."""
     if not path.exists():
         return None
     try:
@@ -342,6 +355,9 @@ def _load_state(path: Path, cfg: RunConfig, pretrained: str | Path, device: torc
         return None
     if meta.get("kind") != "run-state" or meta.get("config") != cfg.flat():
         log.warning("ignoring run state %s written for another configuration; starting over", path)
+        return None
+    if meta.get("pretrained_sha256") != pretrained_digest:
+        log.warning("ignoring run state %s written for another pretrained model; starting over", path)
         return None
     return model, meta
 

@@ -7,6 +7,7 @@ the setting and what is allowed, and exit code 2, never a traceback from inside 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -40,10 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the (sub)command named in ``argv`` (the top level when there is none)."""
+    current = parser
+    for token in argv:
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions or token not in actions[0].choices:
+            if token.startswith("-"):
+                continue
+            break
+        current = actions[0].choices[token]
+    return current
+
+
+def _unrecognized(parser: argparse.ArgumentParser, argv: Sequence[str], extras: list[str]) -> str:
+    """'unrecognized arguments: ...', with the closest known option for a misspelt one."""
+    sub = _subparser(parser, argv)
+    known = [opt for action in sub._actions for opt in action.option_strings if opt.startswith("--")]
+    hints = []
+    for extra in extras:
+        if extra.startswith("--"):
+            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{extra.split('=', 1)[0]} -> {close[0]}")
+    hint = f" (did you mean: {', '.join(hints)}?)" if hints else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}; see `{sub.prog} --help`"
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (library messages sometimes span several)."""
+    return " ".join(str(err).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = f"icepick {args.command}" if getattr(args, "command", None) else "icepick"
+        print(f"{command}: error: {_unrecognized(parser, argv, extras)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -55,8 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, FloatingPointError) as err:
-        print(f"icepick {args.command}: error: {err}", file=sys.stderr)
+        print(f"icepick {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except ValueError as err:  # our own checks raise ValueError with a message for the user
-        print(f"icepick {args.command}: error: {err}", file=sys.stderr)
+        print(f"icepick {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be written, no free GPU slot (TimeoutError), ...
+        print(f"icepick {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -6,6 +6,13 @@ T = 2, weight 1, no T^2 factor (the values of the authors' code).
 
 A fresh SGD (momentum 0.9, weight decay 1e-4) is built for every call, over the parameters
 that train: frozen layers get no weight-gradient work and no update.
+
+The hot path (docs/performance.md): batches come from the device-resident split (no
+DataLoader, no PIL); the model, the teacher and the batches are channels_last; the teacher
+runs under ``torch.inference_mode`` (no graph, no backward through it); gradients are
+dropped with ``zero_grad(set_to_none=True)``; SGD updates all parameters at once (foreach);
+the loss is read back from the device once per call, not once per batch; on a CPU the C
+allocator keeps freed activation memory for the next batch (``keep_cpu_allocations``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icepick.config import check_choice, check_int, check_positive, check_range
-from icepick.data import Split, num_train_batches, train_batches
+from icepick.data import MEMORY_FORMAT, Split, ensure_cpu_allocator, num_train_batches, to_memory_format, train_batches
 from icepick.schedule import one_cycle_factor
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "kd_loss", "distillation_loss", "finetune", "autocast"]
@@ -63,6 +70,7 @@ class FinetuneResult:
     samples: int
     halted_early: bool
     mean_loss: float
+    losses: tuple[float, ...] = ()  # the loss of every batch, in order
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
@@ -97,7 +105,7 @@ def _batches(split: Split, cfg: FinetuneConfig, seed: int) -> tuple[Iterator, in
     total = num_train_batches(split, cfg.batch_size, False)
     if cfg.max_batches:
         total = min(total, cfg.max_batches)
-    return train_batches(split, cfg.batch_size, seed=seed, augment=True), total
+    return train_batches(split, cfg.batch_size, seed=seed, augment=True, memory_format=MEMORY_FORMAT), total
 
 
 def finetune(
@@ -128,6 +136,10 @@ def finetune(
         A FinetuneResult. Raises FloatingPointError if the loss becomes NaN or infinite.
     """
     device = next(model.parameters()).device
+    ensure_cpu_allocator(device)  # reuse activation memory instead of page-faulting it in every batch
+    to_memory_format(model)  # pruning leaves new, contiguous weights: back to channels_last
+    if teacher is not None:
+        to_memory_format(teacher)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return FinetuneResult(0, 0, False, float("nan"))
@@ -143,6 +155,7 @@ def finetune(
     batches, total = _batches(train, cfg, seed)
     done = samples = 0
     loss_sum = torch.zeros((), device=device)
+    losses: list[torch.Tensor] = []
     halted = False
     try:
         for x, y in batches:
@@ -167,7 +180,8 @@ def finetune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach()
+            losses.append(loss.detach())
+            loss_sum += losses[-1]
             done += 1
             samples += y.shape[0]
             if progress is not None:
@@ -184,7 +198,8 @@ def finetune(
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
     _check_finite(loss_sum, done)
-    return FinetuneResult(done, samples, halted, (loss_sum / max(done, 1)).item())
+    history = tuple(torch.stack(losses).float().tolist()) if losses else ()
+    return FinetuneResult(done, samples, halted, (loss_sum / max(done, 1)).item(), history)
 
 
 def _check_finite(loss_sum: torch.Tensor, done: int) -> None:

@@ -316,14 +316,22 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a readable model file ({type(err).__name__}: {err}); {_RECOVER}") from err
+        raise ValueError(  # torch's own text can be long and suggests unsafe loading: not shown
+            f"{path}: damaged or truncated model file, it cannot be read ({type(err).__name__}); {_RECOVER}"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not an icepick model file (format {MODEL_FORMAT} expected); {_RECOVER}")
     try:
         model = build_model(payload["arch"], payload["num_classes"], payload["widths"])
         model.load_state_dict(payload["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: inconsistent model file ({type(err).__name__}: {err}); {_RECOVER}") from err
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        raise ValueError(f"{path}: inconsistent model file ({type(err).__name__}: {detail}); {_RECOVER}") from err
+    bad = [k for k, v in payload["state_dict"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path}: holds NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+                         f"{_RECOVER}")
     model.to(device)
     model.eval()
     meta = payload.get("meta")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -32,19 +33,67 @@ __all__ = [
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary file is flushed to disk before the rename, so ``path`` is either the old
+    file or the complete new one, after a kill or a power cut alike. Its name carries the
+    writer's process id and host (``.<name>.<pid>@<host>.<random>.tmp``), so that temporaries
+    left by a process killed mid-write are recognised and removed by the next writer on the
+    same host.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    prefix = f".{path.name}.{os.getpid()}@{socket.gethostname()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of ``path`` whose writer, a process on this host, no longer runs."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)@(.+)\.[^.]+\.tmp")
+    host = socket.gethostname()
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")]
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if not match or match.group(2) != host or _process_exists(int(match.group(1))):
+            continue
+        try:
+            (path.parent / name).unlink()
+        except OSError:
+            pass
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -98,11 +147,12 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
 
 
 def provenance(device: Any = None) -> dict[str, Any]:
-    """Versions, device, git commit, host and time: stored in every record."""
+    """Versions, device (and the GPU slot the job holds, if any), git commit, host and time."""
     import torch
     import torchvision
 
     from icepick import __version__
+    from icepick.devices import current_slot
 
     dev = str(device) if device is not None else "cpu"
     if device is not None and torch.device(device).type == "cuda":
@@ -113,6 +163,7 @@ def provenance(device: Any = None) -> dict[str, Any]:
         "torchvision": torchvision.__version__,
         "icepick": __version__,
         "device": dev,
+        "gpu_slot": slot.record() if (slot := current_slot()) else None,
         "git_commit": git_commit(),
         "hostname": socket.gethostname(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

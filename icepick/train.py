@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from icepick.config import ConfigError, check_choice, check_int, check_positive, check_range
-from icepick.data import Split, load_split, subset, train_batches
+from icepick.data import Split, load_split, subset, to_memory_format, train_batches
 from icepick.evaluate import accuracy
 from icepick.records import atomic_path, provenance, resolve_device, set_threads, synchronize, write_csv, write_json
 
@@ -165,7 +165,20 @@ def _resume_key(cfg: PretrainConfig, train: Split, test: Split) -> dict[str, Any
     key.pop("device")
     key.pop("threads")
     key["train_images"], key["test_images"] = len(train), len(test)
+    key["data_fingerprint"] = _data_fingerprint(train, test)
     return key
+
+
+def _data_fingerprint(*splits: Split) -> str:
+    """A cheap fingerprint of the data (labels and every 101st image): regenerated or replaced
+    data must not resume a checkpoint trained on other images."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in splits:
+        digest.update(split.labels.cpu().numpy().tobytes())
+        digest.update(split.images[::101].cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -250,7 +263,9 @@ def pretrain(
         train = subset(train, pick.sort().values)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=10).to(device)
+    # The training layout from the first batch on: evaluation puts the model in channels_last,
+    # so a run resumed from a checkpoint must train in it too to end with the same weights.
+    model = to_memory_format(build_model(cfg.model, num_classes=10).to(device))
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.resolved_weight_decay
     )

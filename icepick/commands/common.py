@@ -1,14 +1,18 @@
-"""Arguments shared by the commands that train or evaluate."""
+"""Arguments shared by the commands that train or evaluate, and their device set-up."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch
 
+from icepick.devices import claim_for_job
 from icepick.records import resolve_device, set_threads
 
 __all__ = ["add_device_args", "setup_device", "seed_int"]
+
+log = logging.getLogger(__name__)
 
 
 def seed_int(text: str) -> int:
@@ -22,16 +26,37 @@ def seed_int(text: str) -> int:
     return value
 
 
+def _slots_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (0 = one per visible GPU), not {text!r}")
+    return value
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
-    """--device, --threads and --precision."""
+    """--device, --threads, --precision and --gpu-slots."""
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (Snakemake's threads)")
     parser.add_argument("--precision", default="fp32", help="fp32 (paper) or bf16 autocast")
+    parser.add_argument("--gpu-slots", type=_slots_int, default=None,
+                        help="GPUs jobs on this machine share out, one each (default: $ICEPICK_GPU_SLOTS, "
+                             "else every visible GPU); see icepick.devices")
 
 
 def setup_device(args: argparse.Namespace) -> torch.device:
-    """Resolve --device, set threads, enable cuDNN autotuning and TF32 on GPUs."""
+    """Claim a GPU slot, resolve --device, set threads, enable cuDNN autotuning and TF32 on GPUs.
+
+    With --device auto or cuda on a machine with GPUs, the job first claims a free GPU slot
+    (icepick.devices: a lock file per GPU, released by the OS when the process ends) and sets
+    CUDA_VISIBLE_DEVICES to that GPU, before anything initialises CUDA; so concurrent jobs
+    (``snakemake --resources gpu=4``) each get their own GPU. The slot is logged and recorded
+    in the provenance of the job's records.
+    """
     set_threads(args.threads)
+    claim_for_job(args.device, getattr(args, "gpu_slots", None))
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", required=True, type=Path, help="pretrained model file (icepick pretrain)")
+    p.add_argument("--model", default=None,
+                   help="the architecture --pretrained must hold (e.g. resnet20); a file of another one is an error")
     p.add_argument("--data", required=True, type=Path, help="data directory holding cifar-10-batches-py/")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--ratio", type=float, default=0.4, help="r: fraction of each block's filters pruned")
@@ -64,6 +66,7 @@ def _register_trace(subparsers: argparse._SubParsersAction) -> None:
 
 def _trace(args: argparse.Namespace) -> int:
     ft_cfg = _finetune_config(args)
+    _check_pretrained(args)
     device = setup_device(args)
     torch.manual_seed(args.seed)
     data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
@@ -122,8 +125,9 @@ def _run(args: argparse.Namespace) -> int:
         finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
     )
     trace = read_trace(args.trace)
+    model = _check_pretrained(args)
     if trace is not None and cfg.eta > 0:
-        _check_trace_matches(trace, args.pretrained, args.trace)
+        _check_trace_matches(trace, model, args.pretrained, args.trace)
     device = setup_device(args)
     torch.manual_seed(cfg.seed)
     data = load_experiment_data(args.data, device, cfg.decision_split, cfg.val_size, cfg.val_seed)
@@ -134,8 +138,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_trace_matches(trace: dict, pretrained: Path, trace_path: Path) -> None:
-    model, _ = load_model(pretrained, "cpu")
+def _check_pretrained(args: argparse.Namespace) -> torch.nn.Module:
+    """The --pretrained model (on the CPU), after checking it is the architecture --model names."""
+    if args.model is not None:
+        from icepick.config import check_choice
+        from icepick.models import model_names
+
+        check_choice("model", args.model, model_names())
+    model, _ = load_model(args.pretrained, "cpu")
+    if args.model is not None and model.arch_name != args.model:
+        raise ConfigError(
+            f"pretrained: {args.pretrained} holds a {model.arch_name} model, not {args.model} (--model); "
+            f"it was written for another model: delete it and pretrain {args.model} again "
+            f"(Snakemake rebuilds it once it is gone)"
+        )
+    return model
+
+
+def _check_trace_matches(trace: dict, model: torch.nn.Module, pretrained: Path, trace_path: Path) -> None:
     names = [name for name, _, _ in conv_layers(model)]
     traced = [row["layer"] for row in trace.get("layers", [])]
     if traced != names:
@@ -156,6 +176,7 @@ def _register_weight_shift(subparsers: argparse._SubParsersAction) -> None:
 
 def _weight_shift(args: argparse.Namespace) -> int:
     ft_cfg = _finetune_config(args)
+    _check_pretrained(args)
     device = setup_device(args)
     torch.manual_seed(args.seed)
     data = load_experiment_data(args.data, device, args.decision_split, args.val_size)

@@ -15,12 +15,12 @@ rule weight_shift:
     params:
         data=data_dir,
         options=weight_shift_options(),
-        device=config["device"],
+        device=device_options(),
     threads: THREADS
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick weight-shift --pretrained {input.model} --data {params.data}"
-        " --out {output} {params.options} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m icepick weight-shift --pretrained {input.model} --model {wildcards.model} --data {params.data}"
+        " --out {output} {params.options} {params.device} --threads {threads} > {log} 2>&1"

@@ -58,12 +58,29 @@ def num(x):
 
 
 def _check_config():
-    """Checks the schema cannot express: every model has a Table 1 ratio."""
+    """Checks the schema cannot express: known model names, a Table 1 ratio for every model,
+    and Eq. 1's delta below its base (each would otherwise fail every job, one by one)."""
+    try:
+        from icepick.models import model_names
+    except ImportError:  # icepick lives in a conda environment only: the jobs check the names
+        model_names = None
+    if model_names is not None:
+        unknown = [m for m in config["models"] if m not in model_names()]
+        if unknown:
+            raise ValueError(
+                f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(model_names())}"
+            )
     missing = [m for m in config["models"] if m not in config["experiments"]["table1"]["ratios"]]
     if missing:
         raise ValueError(
             f"experiments.table1.ratios: no ratio for model(s) {', '.join(missing)}; "
             "add one per model (the paper: 0.6 for the ResNets, 0.4 for MobileNetV2)"
+        )
+    s = config["schedule"]
+    if not s["delta"] < s["base"]:
+        raise ValueError(
+            f"schedule.delta: {s['delta']} must be below schedule.base ({s['base']}); "
+            "Eq. 1's learning rate base - delta must stay positive"
         )
 
 
@@ -244,6 +261,11 @@ def weight_shift_options():
         finetune_options(),
         _flags([("--steps", w["steps"]), ("--ratio", num(w["ratio"])), ("--lr", w["lr"]), ("--seed", w["seed"])]),
     ])
+
+
+def device_options():
+    """--device, and --gpu-slots when the configuration limits the GPUs jobs share out."""
+    return _flags([("--device", config["device"]), ("--gpu-slots", config["gpu_slots"] or None)])
 
 
 def report_options():

@@ -16,7 +16,7 @@ rule pretrain:
     params:
         data=data_dir,
         options=pretrain_options(),
-        device=config["device"],
+        device=device_options(),
     threads: THREADS
     resources:
         gpu=1,
@@ -25,4 +25,4 @@ rule pretrain:
     shell:
         "python -m icepick pretrain --model {wildcards.model} --data {params.data}"
         " --out {output.model} --epochs-csv {output.epochs} --summary {output.summary}"
-        " {params.options} --device {params.device} --threads {threads} > {log} 2>&1"
+        " {params.options} {params.device} --threads {threads} > {log} 2>&1"

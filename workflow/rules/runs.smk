@@ -15,15 +15,15 @@ rule trace:
     params:
         data=data_dir,
         options=trace_options(),
-        device=config["device"],
+        device=device_options(),
     threads: THREADS
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick trace --pretrained {input.model} --data {params.data} --out {output}"
-        " --seed {wildcards.seed} {params.options} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m icepick trace --pretrained {input.model} --model {wildcards.model} --data {params.data} --out {output}"
+        " --seed {wildcards.seed} {params.options} {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule run:
@@ -41,15 +41,15 @@ rule run:
         data=data_dir,
         trace=trace_option,
         options=run_options(),
-        device=config["device"],
+        device=device_options(),
     threads: THREADS
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick run --pretrained {input.model} --data {params.data} {params.trace}"
+        "python -m icepick run --pretrained {input.model} --model {wildcards.model} --data {params.data} {params.trace}"
         " --method {wildcards.method} --lr-policy {wildcards.lr} --ratio {wildcards.ratio}"
         " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
         " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
-        " {params.options} --device {params.device} --threads {threads} > {log} 2>&1"
+        " {params.options} {params.device} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,185 @@
+"""A whole smoke pruning run, end to end: the pipeline vs a reference loop in the authors' style.
+
+Prepares (once, cached under ``--work``) a generated CIFAR-format data set, a briefly
+pretrained small model and its freeze trace; then runs, alternately in one process,
+
+* ours: ``icepick.algorithm.run_experiment`` (records, state files and all), and
+* the reference: :func:`benchmarks.reference.reference_prune_loop` (DataLoader with PIL
+  transforms, teacher with gradients, evaluation after every prune and every fine-tuning),
+
+for ICE-Pick (eta > 0, Eq. 1) and the baseline (a fine-tuning after every step, lr 0.001),
+on the same pretrained model, data, frozen layers and pruning steps, and reports the wall
+clock of each. Both arms fine-tune full epochs (ours with ``early_halt=0``, as the
+authors' code), so they do the same work when they take the same decisions; the number
+of fine-tunings of each arm is reported beside the times.
+
+Example::
+
+    python -m benchmarks.pruning_run                       # resnet20, 2000 train / 1000 test images
+    python -m benchmarks.pruning_run --steps 2 --repeats 1 --epochs 1   # a quick smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import add_common_args, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
+from benchmarks.reference import reference_prune_loop
+from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
+from icepick.data import is_synthetic, load_split, synth_cifar10
+from icepick.finetune import FinetuneConfig
+from icepick.freezing import select_frozen
+from icepick.pruning import load_model
+from icepick.records import read_json, write_json
+
+__all__ = ["prepare", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare(work: Path, model: str, n_train: int, n_test: int, epochs: int, device: torch.device,
+            trace_ratio: float = 0.4) -> tuple[Path, Path, dict[str, Any]]:
+    """Data, pretrained model and freeze trace under ``work`` (reused when present)."""
+    from icepick.algorithm import load_teacher
+    from icepick.analysis import freeze_trace
+    from icepick.train import PretrainConfig, pretrain
+
+    data = work / f"data-{n_train}-{n_test}"
+    if not is_synthetic(data):
+        synth_cifar10(data, n_train=n_train, n_test=n_test, seed=0)
+    pretrained = work / f"{model}-e{epochs}.pt"
+    if not pretrained.exists():
+        cfg = PretrainConfig(model=model, epochs=epochs, schedule="cosine", device=str(device),
+                             threads=torch.get_num_threads())
+        pretrain(cfg, data, pretrained, work / f"{model}-e{epochs}.csv", work / f"{model}-e{epochs}.json")
+    trace_path = work / f"{model}-e{epochs}-trace.json"
+    if not trace_path.exists():
+        train = load_split(data, "train", device)
+        net, _ = load_model(pretrained, device)
+        trace = freeze_trace(net, load_teacher(pretrained, device), train, trace_ratio, 1e-3,
+                             FinetuneConfig(early_halt=0), seed=0)
+        write_json(trace_path, {"model": model, **trace})
+    return data, pretrained, read_json(trace_path)
+
+
+def _ours(cfg: RunConfig, pretrained: Path, data_dir: Path, trace: dict[str, Any], device: torch.device) -> dict:
+    data = load_experiment_data(data_dir, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        return run_experiment(cfg, pretrained, data, out / "steps.csv", out / "summary.json", out / "pruned.pt",
+                              trace if cfg.eta > 0 else None, device, show_progress=False)
+
+
+def _reference(cfg: RunConfig, pretrained: Path, data_dir: Path, frozen: list[str], device: torch.device) -> dict:
+    train, test = load_split(data_dir, "train", device), load_split(data_dir, "test", device)
+    model, _ = load_model(pretrained, device)
+    return reference_prune_loop(model, train, test, cfg.ratio, cfg.theta, cfg.method, frozen, cfg.max_steps,
+                                cfg.finetune.max_batches, cfg.base, cfg.seed, device)
+
+
+def render(figures: dict[str, Any]) -> str:
+    rows = []
+    for r in figures["runs"]:
+        rows.append([
+            r["method"], f"{r['eta']:g}", f"{r['theta']:g}", r["steps"],
+            f"{spread(r['reference_seconds'])['median']:.1f}", f"{spread(r['ours_seconds'])['median']:.1f}",
+            fmt_spread(r["speedup"]),
+            "/".join(str(n) for n in r["reference_finetunes"]), "/".join(str(n) for n in r["ours_finetunes"]),
+            f"{r['reference_final_acc']:.1f} / {r['ours_final_acc']:.1f}",
+        ])
+    m, s = figures["machine"], figures["setup"]
+    text = (f"Measured on {m['cpu']} ({m['cpus']} CPUs, {m['torch_threads']} torch threads), device {m['device']}, "
+            f"torch {m['torch']}, {m['time']}.\n\nCommand: `{figures['command']}`\n\n"
+            f"{s['model']} pretrained {s['epochs']} epochs on generated data ({s['n_train']} train / {s['n_test']} "
+            f"test images, accuracy {s['pretrained_acc']:.1f}%); r = {s['ratio']}; the first {s['steps']} blocks; "
+            "full-epoch fine-tunings in both arms. Speed-up = reference seconds / ours, paired per repeat, "
+            "median (min-max).\n\n")
+    text += markdown_table(["method", "eta", "theta", "steps", "reference s", "ours s", "speed-up",
+                            "fine-tunings ref", "fine-tunings ours", "final acc ref / ours"], rows)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pruning_run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--train", type=int, default=2000, help="generated training images")
+    p.add_argument("--test", type=int, default=1000, help="generated test images")
+    p.add_argument("--epochs", type=int, default=6, help="pretraining epochs (cached under --work)")
+    p.add_argument("--steps", type=int, default=4, help="pruning steps (blocks) per run")
+    p.add_argument("--ratio", type=float, default=0.4)
+    p.add_argument("--eta", type=float, default=0.3, help="ICE-Pick's frozen fraction")
+    p.add_argument("--theta", type=float, default=1.0, help="ICE-Pick's threshold (points)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--work", type=Path, default=Path("results/benchmarks/perf/work"),
+                   help="cache of the data set, pretrained model and trace")
+    add_common_args(p, "results/benchmarks/perf")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.repeats < 1 or args.steps < 1:
+        print("benchmarks.pruning_run: error: --repeats and --steps must be >= 1", file=sys.stderr)
+        return 2
+    device = setup(args)
+    data_dir, pretrained, trace = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
+    frozen = select_frozen({row["layer"]: float(row["score"]) for row in trace["layers"]}, args.eta)
+    ft = FinetuneConfig(early_halt=0)
+    configs = [
+        RunConfig(method="icepick", lr_policy="icepick", theta=args.theta, eta=args.eta, ratio=args.ratio,
+                  max_steps=args.steps, device=str(device), finetune=ft),
+        RunConfig(method="baseline", lr_policy="fixed", theta=0.0, eta=0.0, ratio=args.ratio,
+                  max_steps=args.steps, device=str(device), finetune=ft),
+    ]
+    from icepick.evaluate import accuracy
+
+    net, _ = load_model(pretrained, device)
+    pretrained_acc = accuracy(net, load_split(data_dir, "test", device))
+    figures: dict[str, Any] = {
+        "benchmark": "pruning_run",
+        "command": "python -m benchmarks.pruning_run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(device),
+        "setup": {"model": args.model, "epochs": args.epochs, "n_train": args.train, "n_test": args.test,
+                  "ratio": args.ratio, "steps": args.steps, "pretrained_acc": pretrained_acc, "frozen": frozen},
+        "runs": [],
+    }
+    for cfg in configs:
+        run = {"method": cfg.method, "eta": cfg.eta, "theta": cfg.theta, "steps": args.steps,
+               "reference_seconds": [], "ours_seconds": [], "reference_finetunes": [], "ours_finetunes": []}
+        layers = frozen if cfg.eta > 0 else []
+        for rep in range(args.repeats):
+            arms = ["reference", "ours"] if rep % 2 == 0 else ["ours", "reference"]
+            for arm in arms:
+                torch.manual_seed(cfg.seed)
+                if arm == "ours":
+                    summary, sec = timed(lambda: _ours(cfg, pretrained, data_dir, trace, device), device)
+                    run["ours_seconds"].append(sec)
+                    run["ours_finetunes"].append(summary["n_finetunes"])
+                    run["ours_final_acc"] = summary["final_acc"]
+                else:
+                    result, sec = timed(lambda: _reference(cfg, pretrained, data_dir, layers, device), device)
+                    run["reference_seconds"].append(sec)
+                    run["reference_finetunes"].append(result["n_finetunes"])
+                    run["reference_final_acc"] = result["final_acc"]
+                log.info("%s repeat %d: %s %.1fs", cfg.method, rep + 1, arm, sec)
+        run["speedup"] = spread([r / o for r, o in zip(run["reference_seconds"], run["ours_seconds"])])
+        figures["runs"].append(run)
+        print(f"{cfg.method}: reference/ours {fmt_spread(run['speedup'])}", flush=True)
+    text = render(figures)
+    json_path, md_path = write_outputs(args.out, "pruning_run", figures, text)
+    print(text)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The reference: fine-tuning and evaluation written the way the authors' public code does it.
+
+A benchmark baseline only, never used by the pipeline. It renders the facts listed in
+METHOD.md ("The authors' loop, as facts") and nothing slower than that code really is:
+
+* data: a torchvision-style dataset that turns each uint8 image into a PIL image and runs
+  ``RandomHorizontalFlip, RandomCrop(32, 4), ToTensor, Normalize``; a ``DataLoader`` with
+  batch 128, ``shuffle=True``, ``num_workers=0`` and ``pin_memory`` (which only acts on
+  a GPU machine); the test loader the same without augmentation, batch 128;
+* the model wrapped in ``nn.DataParallel`` (on a CPU a plain call), fp32, NCHW;
+* per batch: ``zero_grad()``; the student's logits; the teacher's logits with autograd on and
+  the teacher's parameters requiring grad (a copy of the unpruned model), so backward also
+  runs through the teacher; CE + ``kl_div(log_softmax(z/2), softmax(z_t/2), 'sum') / batch``;
+  backward; a plain ``torch.optim.SGD`` step (its default implementation for the device);
+* evaluation under ``torch.no_grad`` in eval mode, batch 128, one ``.item()`` per batch.
+
+Choices that make it no slower than the original: the teacher is in eval mode, no per-batch
+logging or ``loss.item()``, and the per-channel normalisation uses the pipeline's constants
+(the authors' ImageNet constants cost the same, but would shift the inputs the pretrained
+models were trained on).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from icepick.data import CIFAR10_MEAN, CIFAR10_STD, Split
+from icepick.pruning import conv_layers, prunable_blocks, prune_block
+from icepick.schedule import step_lr
+
+__all__ = [
+    "ArrayCIFAR10",
+    "train_loader",
+    "test_loader",
+    "make_teacher",
+    "reference_finetune",
+    "reference_accuracy",
+    "reference_prune_loop",
+]
+
+
+class ArrayCIFAR10(Dataset):
+    """torchvision's ``CIFAR10.__getitem__`` over in-memory images: PIL image, then the transform.
+
+    Holds the images as uint8 HWC numpy arrays and the labels as a list of ints, as
+    torchvision's class does after reading the pickled batches.
+    """
+
+    def __init__(self, split: Split, transform) -> None:
+        self.data = np.ascontiguousarray(split.images.cpu().numpy().transpose(0, 2, 3, 1))
+        self.targets = split.labels.cpu().tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        img, target = self.data[index], self.targets[index]
+        img = Image.fromarray(img)
+        return self.transform(img), target
+
+
+def _transforms(augment: bool):
+    import torchvision.transforms as T
+
+    steps = [T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4)] if augment else []
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+
+def train_loader(split: Split, batch_size: int = 128, seed: int = 0) -> DataLoader:
+    """The authors' training loader: PIL transforms with augmentation, shuffled, no workers."""
+    return DataLoader(
+        ArrayCIFAR10(split, _transforms(True)), batch_size=batch_size, shuffle=True, num_workers=0,
+        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def test_loader(split: Split, batch_size: int = 128) -> DataLoader:
+    """The authors' test loader: no augmentation, in order, batch 128."""
+    return DataLoader(
+        ArrayCIFAR10(split, _transforms(False)), batch_size=batch_size, shuffle=False, num_workers=0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def make_teacher(model: nn.Module) -> nn.Module:
+    """The authors' teacher: a copy of the unpruned model, made once, parameters requiring grad."""
+    teacher = copy.deepcopy(model)
+    for param in teacher.parameters():
+        param.requires_grad_(True)
+    return teacher
+
+
+def reference_finetune(
+    model: nn.Module,
+    teacher: nn.Module,
+    loader: DataLoader,
+    lr: float,
+    max_batches: int = 0,
+    device: torch.device | str = "cpu",
+) -> int:
+    """One fine-tuning epoch (or ``max_batches``) in the authors' style; returns the batches done."""
+    net = nn.DataParallel(model)
+    tnet = nn.DataParallel(teacher)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    teacher.eval()
+    done = 0
+    for x, y in loader:
+        if max_batches and done >= max_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad()
+        z = net(x)
+        z_t = tnet(x)  # autograd tracks the teacher: backward runs through it as well
+        loss = F.cross_entropy(z, y) + F.kl_div(
+            F.log_softmax(z / 2, dim=1), F.softmax(z_t / 2, dim=1), reduction="sum"
+        ) / x.shape[0]
+        loss.backward()
+        opt.step()
+        done += 1
+    return done
+
+
+def reference_accuracy(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy in percent, the authors' way: eval mode, ``no_grad``, batch by batch."""
+    net = nn.DataParallel(model)
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            _, pred = net(x).max(1)
+            total += y.size(0)
+            correct += pred.eq(y).sum().item()
+    return 100.0 * correct / max(total, 1)
+
+
+def reference_prune_loop(
+    model: nn.Module,
+    train: Split,
+    test: Split,
+    ratio: float,
+    theta: float,
+    method: str = "icepick",
+    frozen: list[str] | None = None,
+    max_steps: int = 0,
+    max_batches: int = 0,
+    base_lr: float = 1e-3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Algorithm 1 (or the baseline) in the authors' style; returns what it did.
+
+    The teacher is copied from the unpruned model once; the frozen layers (by conv name,
+    with the BN after each) get ``requires_grad=False`` after every prune; the model is
+    validated after every prune and again after each fine-tuning; every fine-tuning runs
+    its full epoch (or ``max_batches``), at Eq. 1's rate (ICE-Pick) or ``base_lr`` (baseline).
+    Pruning itself is the pipeline's ``prune_block`` (the same work for both arms).
+    """
+    teacher = make_teacher(model)
+    tr, te = train_loader(train, seed=seed), test_loader(test)
+    params_orig = sum(p.numel() for p in model.parameters())
+    acc_orig = reference_accuracy(model, te, device)
+    blocks = [name for name, _ in prunable_blocks(model)]
+    steps = blocks[:max_steps] if max_steps else blocks
+    finetunes = 0
+    acc = acc_orig
+    for name in steps:
+        prune_block(model, name, ratio)
+        layers = {n: (c, b) for n, c, b in conv_layers(model)}
+        for param in model.parameters():
+            param.requires_grad_(True)
+        for layer in frozen or []:
+            for module in layers[layer]:
+                if module is not None:
+                    for param in module.parameters():
+                        param.requires_grad_(False)
+        acc = reference_accuracy(model, te, device)
+        if method == "baseline" or acc_orig - acc >= theta:
+            alpha = sum(p.numel() for p in model.parameters()) / params_orig
+            lr = step_lr("fixed" if method == "baseline" else "icepick", alpha, base_lr, 7.5e-4, 0.12, 50.0)
+            reference_finetune(model, teacher, tr, lr, max_batches, device)
+            acc = reference_accuracy(model, te, device)
+            finetunes += 1
+    return {"acc_orig": acc_orig, "final_acc": acc, "n_steps": len(steps), "n_finetunes": finetunes}

@@ -1,0 +1,416 @@
+"""Bad input, case by case, with the exact error the user sees.
+
+Every case must end in one line that names the setting or file and says what to do, with
+exit code 2, and never in a traceback from inside a library or in a result that looks
+right. The command-line cases call ``icepick.cli.main`` in this process (what
+``python -m icepick`` runs; a few are repeated through a real subprocess below); the
+workflow cases are Snakemake dry runs (or one real job) of a copy of the workflow.
+
+In the expected messages ``…`` stands for a part that varies (a temporary path, an md5
+sum, an operating system's wording); everything else must match exactly. The number of
+cases is recorded in docs/reliability.md and the README's reliability section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from icepick.cli import main
+from icepick.data import synth_cifar10
+from icepick.models import build_model
+from icepick.pruning import conv_layers, save_model
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = BIN / "snakemake"
+MODELS = ("'mobilenetv2', 'mobilenetv2_w025', 'mobilenetv2_w050', 'resnet110', 'resnet152', "
+          "'resnet20', 'resnet32', 'resnet56'")
+
+
+def _pattern(expected: str) -> re.Pattern:
+    """The expected line as a regular expression: '…' matches anything, the rest literally."""
+    return re.compile("".join(".*?" if part == "…" else re.escape(part) for part in re.split("(…)", expected)))
+
+
+def _last_line(stderr: str) -> str:
+    """The error line: the last line that is not a log record."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not re.match(r"\d{4}-\d\d-\d\d \d", line)]
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------- fixtures: files to break
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Small models (untrained: only their format matters), a trace, data sets good and bad."""
+    root = tmp_path_factory.mktemp("bad_input")
+    f = {"root": root}
+    torch.manual_seed(0)
+    m20, m32 = build_model("resnet20"), build_model("resnet32")
+    f["m20"], f["m32"] = root / "resnet20.pt", root / "resnet32.pt"
+    save_model(m20, f["m20"], {"source": "pretrain"})
+    save_model(m32, f["m32"], {"source": "pretrain"})
+    f["trace32"] = root / "trace_resnet32.json"
+    f["trace32"].write_text(json.dumps({"model": "resnet32", "seed": 0, "seconds": 0.0, "train_macs": 0, "layers": [
+        {"layer": name, "index": i, "score": 1.0 + i} for i, (name, _, _) in enumerate(conv_layers(m32))]}))
+    f["truncated"] = root / "truncated.pt"
+    f["truncated"].write_bytes(f["m20"].read_bytes()[:5000])
+    f["junk"] = root / "junk.pt"
+    f["junk"].write_bytes(bytes(range(256)) * 12)
+    nan = build_model("resnet20")
+    with torch.no_grad():
+        nan.conv1.weight[0, 0, 0, 0] = float("nan")
+    f["nan"] = root / "nan.pt"
+    save_model(nan, f["nan"])
+    huge = build_model("resnet20")  # finite weights whose logits overflow: the loss becomes NaN
+    with torch.no_grad():
+        huge.linear.weight.fill_(3e38)
+    f["huge"] = root / "huge.pt"
+    save_model(huge, f["huge"])
+    f["missing"] = root / "missing.pt"
+    f["badjson"] = root / "broken_trace.json"
+    f["badjson"].write_text('{"model": "resnet20", "layers": [')
+
+    f["data"] = root / "data"
+    synth_cifar10(f["data"], n_train=100, n_test=50, seed=0)
+    f["damaged"] = root / "damaged"
+    shutil.copytree(f["data"], f["damaged"])
+    batch = f["damaged"] / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:1000])  # truncated, as by an interrupted copy
+    f["incomplete"] = root / "incomplete"
+    shutil.copytree(f["data"], f["incomplete"])
+    (f["incomplete"] / "cifar-10-batches-py" / "test_batch").unlink()
+    f["fake_real"] = root / "fake_real"  # real CIFAR-10's layout, but not its files (no marker)
+    shutil.copytree(f["data"], f["fake_real"])
+    (f["fake_real"] / "cifar-10-batches-py" / "icepick_synthetic.json").unlink()
+    f["empty"] = root / "empty"
+    f["empty"].mkdir()
+    f["out"] = root / "out"
+    return f
+
+
+def _run_args(f: dict[str, Path], *extra: str, pretrained: str = "m20", data: str = "data") -> list[str]:
+    return ["run", "--pretrained", str(f[pretrained]), "--data", str(f[data]),
+            "--summary-out", str(f["out"] / "summary.json"), "--steps-out", str(f["out"] / "steps.csv"),
+            "--model-out", str(f["out"] / "pruned.pt"), "--device", "cpu", "--threads", "1",
+            "--max-steps", "1", "--max-batches", "1", "--no-progress", *extra]
+
+
+def _pretrain_args(f: dict[str, Path], *extra: str, model: str = "resnet20") -> list[str]:
+    return ["pretrain", "--model", model, "--data", str(f["data"]), "--out", str(f["out"] / "p.pt"),
+            "--epochs-csv", str(f["out"] / "p.csv"), "--summary", str(f["out"] / "p.json"),
+            "--device", "cpu", "--threads", "1", "--epochs", "1", *extra]
+
+
+# ---------------------------------------------------------------- the command line
+
+# (case, arguments given the files, the exact error line; {name} is the path of files[name])
+CLI_CASES = [
+    ("unknown model", lambda f: _pretrain_args(f, model="resnet999"),
+     f"icepick pretrain: error: model: 'resnet999' is not allowed; choose one of {MODELS}"),
+    ("unknown model expected of a checkpoint", lambda f: _run_args(f, "--model", "resnet2"),
+     f"icepick run: error: model: 'resnet2' is not allowed; choose one of {MODELS}"),
+    ("ratio above 1", lambda f: _run_args(f, "--ratio", "1.5"),
+     "icepick run: error: ratio: 1.5 is out of range; it must lie in (0.0, 1.0)"),
+    ("ratio 0", lambda f: ["trace", "--pretrained", str(f["m20"]), "--data", str(f["data"]),
+                           "--out", str(f["out"] / "t.json"), "--ratio", "0"],
+     "icepick trace: error: ratio: 0.0 is out of range; it must lie in (0.0, 1.0)"),
+    ("eta 1", lambda f: _run_args(f, "--eta", "1"),
+     "icepick run: error: eta: 1.0 is out of range; it must lie in [0.0, 1.0)"),
+    ("eta negative", lambda f: _run_args(f, "--eta", "-0.1"),
+     "icepick run: error: eta: -0.1 is out of range; it must lie in [0.0, 1.0)"),
+    ("theta above 100 points", lambda f: _run_args(f, "--theta", "101"),
+     "icepick run: error: theta: 101.0 is out of range; it must lie in [-100.0, 100.0]"),
+    ("theta not a number", lambda f: _run_args(f, "--theta", "nan"),
+     "icepick run: error: theta: nan is not a finite number"),
+    ("Delta not below base", lambda f: _run_args(f, "--delta", "0.002"),
+     "icepick run: error: delta: 0.002 is out of range; it must lie in (0.0, 0.001)"),
+    ("Delta 0", lambda f: _run_args(f, "--delta", "0"),
+     "icepick run: error: delta: 0.0 is out of range; it must lie in (0.0, 0.001)"),
+    ("p above 0.5", lambda f: _run_args(f, "--p", "0.7"),
+     "icepick run: error: p: 0.7 is out of range; it must lie in (0.0, 0.5]"),
+    ("p 0", lambda f: _run_args(f, "--p", "0"),
+     "icepick run: error: p: 0.0 is out of range; it must lie in (0.0, 0.5]"),
+    ("beta 0", lambda f: _run_args(f, "--beta", "0"),
+     "icepick run: error: beta: 0.0 is out of range; it must lie in (0.0, inf)"),
+    ("beta negative", lambda f: _run_args(f, "--beta", "-50"),
+     "icepick run: error: beta: -50.0 is out of range; it must lie in (0.0, inf)"),
+    ("seed a fraction", lambda f: _run_args(f, "--seed", "1.5"),
+     "icepick run: error: argument --seed: seed must be a non-negative integer, not '1.5'"),
+    ("seed a word", lambda f: _pretrain_args(f, "--seed", "abc"),
+     "icepick pretrain: error: argument --seed: seed must be a non-negative integer, not 'abc'"),
+    ("seed negative", lambda f: ["data", "synth", "--out", str(f["out"]), "--train", "10", "--test", "10",
+                                 "--seed", "-1"],
+     "icepick data synth: error: argument --seed: seed must be a non-negative integer, not '-1'"),
+    ("option misspelt", lambda f: _run_args(f, "--ration", "0.4"),
+     "icepick run: error: unrecognized arguments: --ration 0.4 (did you mean: --ration -> --ratio?); "
+     "see `icepick run --help`"),
+    ("method misspelt", lambda f: _run_args(f, "--method", "icepic"),
+     "icepick run: error: method: 'icepic' is not allowed; choose one of 'icepick', 'baseline'"),
+    ("device misspelt", lambda f: _run_args(f, "--device", "gpu"),
+     "icepick run: error: device: 'gpu' is not a device; use 'auto', 'cpu' or 'cuda[:N]'"),
+    ("checkpoint of another architecture", lambda f: _run_args(f, "--model", "resnet20", pretrained="m32"),
+     "icepick run: error: pretrained: {m32} holds a resnet32 model, not resnet20 (--model); it was written "
+     "for another model: delete it and pretrain resnet20 again (Snakemake rebuilds it once it is gone)"),
+    ("freeze trace of another architecture", lambda f: _run_args(f, "--eta", "0.3", "--trace", str(f["trace32"])),
+     "icepick run: error: trace: {trace32} was written for model 'resnet32', not for 'resnet20' ({m20}); "
+     "rerun `icepick trace` for this model"),
+    ("truncated checkpoint", lambda f: _run_args(f, pretrained="truncated"),
+     "icepick run: error: {truncated}: damaged or truncated model file, it cannot be read (…); "
+     "delete it and rerun the step that produces it"),
+    ("not a checkpoint", lambda f: _run_args(f, pretrained="junk"),
+     "icepick run: error: {junk}: damaged or truncated model file, it cannot be read (…); "
+     "delete it and rerun the step that produces it"),
+    ("checkpoint holding NaN", lambda f: _run_args(f, pretrained="nan"),
+     "icepick run: error: {nan}: holds NaN or infinite values (conv1.weight); "
+     "delete it and rerun the step that produces it"),
+    ("checkpoint missing", lambda f: _run_args(f, pretrained="missing"),
+     "icepick run: error: {missing}: no such model file"),
+    ("freeze trace damaged", lambda f: _run_args(f, "--eta", "0.3", "--trace", str(f["badjson"])),
+     "icepick run: error: {badjson}: not valid JSON (…); delete it and rerun the step that writes it"),
+    ("freezing without a trace", lambda f: _run_args(f, "--eta", "0.3"),
+     "icepick run: error: eta: 0.3 freezes layers, which needs a freeze trace (--trace trace.json)"),
+    ("missing data set, no network", lambda f: ["data", "fetch", "--root", str(f["empty"])],
+     "icepick data: error: CIFAR-10 not found under {empty}/cifar-10-batches-py and the download failed "
+     "(…). Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (md5 "
+     "c58f30108f718f92721af3b95e74349a) and place it at {empty}/cifar-10-python.tar.gz, or extract it so "
+     "that {empty}/cifar-10-batches-py/data_batch_1 exists (`python -m icepick data fetch --root {empty}` "
+     "extracts and checks a placed archive without downloading). Without network access, "
+     "`python -m icepick data synth --out {empty} ...` writes a generated stand-in instead."),
+    ("missing data set for a run", lambda f: _run_args(f, data="empty"),
+     "icepick run: error: CIFAR-10 not found under {empty}/cifar-10-batches-py and "
+     "{empty}/cifar-10-batches-py/data_batch_1 is missing. Download …"),
+    ("damaged batch file", lambda f: _run_args(f, data="damaged"),
+     "icepick run: error: {damaged}/cifar-10-batches-py/data_batch_2 is damaged (md5 …, the generated set's "
+     "marker says …); regenerate the data set: `python -m icepick data synth --out {damaged} --train 100 "
+     "--test 50 --seed 0`"),
+    ("missing batch file", lambda f: _run_args(f, data="incomplete"),
+     "icepick run: error: {incomplete}/cifar-10-batches-py/test_batch is missing from the generated data set; "
+     "regenerate it: `python -m icepick data synth --out {incomplete} --train 100 --test 50 --seed 0`"),
+    ("batch files that are not CIFAR-10's", lambda f: _run_args(f, data="fake_real"),
+     "icepick run: error: {fake_real}/cifar-10-batches-py/data_batch_1 is damaged or is not the official "
+     "CIFAR-10 file (md5 …, expected c99cafc152244af753f735de768cd75f). Delete {fake_real}/cifar-10-batches-py "
+     "and extract https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a) "
+     "there again, or run `python -m icepick data fetch --root {fake_real}`. (A generated data set carries "
+     "{fake_real}/cifar-10-batches-py/icepick_synthetic.json; if this folder was generated, regenerate it "
+     "with `python -m icepick data synth`.)"),
+]
+
+
+def _expected(template: str, f: dict[str, Path]) -> re.Pattern:
+    names = {k: str(v) for k, v in f.items()}
+    text = re.sub(r"\{(\w+)\}", lambda m: names[m.group(1)], template)
+    return _pattern(text)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Downloads fail at once (a proxy nobody listens on), as on a machine without network."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("case, args, expected", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_command_line_input(case, args, expected, files, no_network, capsys):
+    try:
+        code = main(args(files))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    line = _last_line(err)
+    assert _expected(expected, files).fullmatch(line), f"\n got: {line}\nwant: {expected}"
+    assert not (files["out"] / "summary.json").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown model", "truncated checkpoint", "seed a fraction", "option misspelt"])
+def test_the_real_command_prints_the_same_single_line(case, files, tmp_path):
+    """`python -m icepick ...` in its own process: the same line, exit code 2, no traceback."""
+    _, args, expected = next(c for c in CLI_CASES if c[0] == case)
+    proc = subprocess.run([sys.executable, "-m", "icepick", *args(files)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert _expected(expected, files).fullmatch(_last_line(proc.stderr))
+
+
+# ---------------------------------------------------------------- NaN: no result is left behind
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_writes_no_result(files, capsys):
+    out = files["root"] / "nan_run"
+    args = ["run", "--pretrained", str(files["huge"]), "--data", str(files["data"]), "--method", "baseline",
+            "--lr-policy", "fixed", "--eta", "0", "--theta", "0", "--summary-out", str(out / "summary.json"),
+            "--steps-out", str(out / "steps.csv"), "--model-out", str(out / "pruned.pt"), "--device", "cpu",
+            "--threads", "1", "--max-steps", "2", "--max-batches", "2", "--batch-size", "32", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert _last_line(err) == ("icepick run: error: fine-tuning loss became NaN or infinite within the first "
+                               "2 batches; lower the learning rate or check the model and data")
+    for name in ("summary.json", "steps.csv", "pruned.pt"):
+        assert not (out / name).exists(), name
+
+
+def test_a_pretraining_whose_loss_becomes_nan_stops_and_writes_no_result(files, capsys):
+    out = files["root"] / "nan_pretrain"
+    args = ["pretrain", "--model", "resnet20", "--data", str(files["data"]), "--out", str(out / "p.pt"),
+            "--epochs-csv", str(out / "p.csv"), "--summary", str(out / "p.json"), "--epochs", "2",
+            "--lr", "1e10", "--batch-size", "20", "--device", "cpu", "--threads", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert _pattern("icepick pretrain: error: pretrain resnet20: the training loss became … in epoch … "
+                    "(lr 1e+10); training stopped. Try a lower --lr.").fullmatch(_last_line(err))
+    assert not (out / "p.pt").exists() and not (out / "p.csv").exists() and not (out / "p.json").exists()
+
+
+# ---------------------------------------------------------------- damaged resume checkpoints
+
+
+def test_a_damaged_pretraining_checkpoint_is_named_and_training_starts_over(files, caplog):
+    """The resume checkpoint only saves time: a damaged one is reported and training starts over."""
+    from icepick.train import PretrainConfig, checkpoint_path, pretrain
+
+    out = files["root"] / "damaged_ckpt"
+    out.mkdir()
+    ckpt = checkpoint_path(out / "p.pt")
+    ckpt.write_bytes(files["m20"].read_bytes()[:3000])
+    cfg = PretrainConfig(model="resnet20", epochs=1, batch_size=50, device="cpu", threads=1)
+    with caplog.at_level("WARNING"):
+        summary = pretrain(cfg, files["data"], out / "p.pt", out / "p.csv", out / "p.json")
+    assert f"{ckpt}: unreadable checkpoint" in caplog.text and "starting from scratch" in caplog.text
+    assert summary["epochs"] == 1 and (out / "p.pt").exists() and not ckpt.exists()
+
+
+def test_a_damaged_run_state_is_named_and_the_run_starts_over(files, caplog):
+    from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
+    from icepick.finetune import FinetuneConfig
+
+    out = files["root"] / "damaged_state"
+    out.mkdir()
+    state = out / "summary.json.state.pt"
+    state.write_bytes(files["m20"].read_bytes()[:3000])
+    cfg = RunConfig(max_steps=1, theta=100.0, finetune=FinetuneConfig(max_batches=1))
+    data = load_experiment_data(files["data"], torch.device("cpu"))
+    with caplog.at_level("WARNING"):
+        summary = run_experiment(cfg, files["m20"], data, out / "steps.csv", out / "summary.json", out / "pruned.pt",
+                                 show_progress=False)
+    assert f"ignoring unreadable run state {state}" in caplog.text and "starting over" in caplog.text
+    assert summary["n_steps"] == 1 and not state.exists()
+
+
+# ---------------------------------------------------------------- the workflow's configuration
+
+TINY = """\
+device: cpu
+threads: 1
+data: {source: synthetic, root: data/synthetic, synthetic_train: 100, synthetic_test: 50}
+models: [resnet20]
+paper_role: {resnet20: resnet110}
+seeds: [0]
+pretrain: {epochs: 1}
+finetune: {max_batches: 1, max_steps: 1}
+experiments:
+  fig3: {ratios: [0.4], etas: [0.3], baseline: false}
+  table1: {ratios: {resnet20: 0.4}, etas: [0.3], lr_policies: [icepick]}
+  thresholds: {thetas: [1.5]}
+"""
+
+# (case, overlay YAML, the exact line Snakemake prints)
+WORKFLOW_CASES = [
+    ("config key misspelt", "trace_ration: 0.4\n",
+     "ValidationError: Additional properties are not allowed ('trace_ration' was unexpected)"),
+    ("nested config key misspelt", "finetune: {max_batch: 2}\n",
+     "ValidationError: Additional properties are not allowed ('max_batch' was unexpected)"),
+    ("unknown model", "models: [resnet999]\nexperiments: {table1: {ratios: {resnet999: 0.4}}}\n",
+     f"models: unknown model(s) resnet999; known: {MODELS.replace(chr(39), '')}"),
+    ("ratio above 1", "experiments: {fig3: {ratios: [0.4, 1.5]}}\n",
+     "ValidationError: 1.5 is greater than or equal to the maximum of 1"),
+    ("eta 1", "experiments: {table1: {etas: [0.3, 1.0]}}\n",
+     "ValidationError: 1.0 is greater than or equal to the maximum of 1"),
+    ("theta negative", "experiments: {thresholds: {thetas: [-1]}}\n",
+     "ValidationError: -1 is less than the minimum of 0"),
+    ("Delta not below base", "schedule: {delta: 0.002}\n",
+     "schedule.delta: 0.002 must be below schedule.base (0.001); Eq. 1's learning rate base - delta must "
+     "stay positive"),
+    ("p above 0.5", "schedule: {p: 0.7}\n", "ValidationError: 0.7 is greater than the maximum of 0.5"),
+    ("beta 0", "schedule: {beta: 0}\n", "ValidationError: 0 is less than or equal to the minimum of 0"),
+    ("seed not an integer", "seeds: [0, 1.5]\n", "ValidationError: 1.5 is not of type 'integer'"),
+]
+
+needs_snakemake = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory) -> Path:
+    """A copy of the workflow with the tiny configuration overlay."""
+    cwd = tmp_path_factory.mktemp("workflow")
+    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, cwd / name)
+        elif src.exists():
+            shutil.copy2(src, cwd / name)
+    (cwd / "tiny.yaml").write_text(TINY)
+    return cwd
+
+
+def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(SNAKEMAKE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@needs_snakemake
+@pytest.mark.parametrize("case, overlay, expected", WORKFLOW_CASES, ids=[c[0] for c in WORKFLOW_CASES])
+def test_bad_workflow_configuration(case, overlay, expected, workflow):
+    (workflow / "bad.yaml").write_text(overlay)
+    proc = _snakemake(workflow, "-n", "--cores", "1", "--configfile", "tiny.yaml", "bad.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert expected in out.splitlines(), out[-3000:]
+    assert "Traceback" not in out
+
+
+@needs_snakemake
+def test_a_pretrained_model_of_another_architecture_fails_its_jobs(workflow, files):
+    """results/resnet20/pretrained.pt replaced by a resnet32: the trace job fails naming it."""
+    proc = _snakemake(workflow, "data/synthetic/cifar-10-batches-py/icepick_synthetic.json", "--cores", "1",
+                      "--configfile", "tiny.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    target = workflow / "results/resnet20/pretrained.pt"
+    target.parent.mkdir(parents=True)
+    shutil.copy(files["m32"], target)
+    proc = _snakemake(workflow, "results/resnet20/trace/seed0.json", "--cores", "1", "--configfile", "tiny.yaml",
+                      "--rerun-triggers", "mtime")
+    assert proc.returncode != 0
+    assert "Error in rule trace" in proc.stdout + proc.stderr
+    log = (workflow / "logs/resnet20/trace/seed0.log").read_text()
+    assert "Traceback" not in log
+    assert _last_line(log) == (
+        "icepick trace: error: pretrained: results/resnet20/pretrained.pt holds a resnet32 model, not resnet20 "
+        "(--model); it was written for another model: delete it and pretrain resnet20 again (Snakemake rebuilds "
+        "it once it is gone)")
+    assert not (workflow / "results/resnet20/trace/seed0.json").exists()
+
+
+# CLI cases + workflow cases + the workflow's wrong-architecture case: recorded in the docs.
+N_CASES = len(CLI_CASES) + len(WORKFLOW_CASES) + 1
+
+
+def test_the_documented_count_of_cases_is_current():
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    assert f"**{N_CASES} bad-input cases**" in doc
