@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # anywhere else any recent torch/torchvision will do.
 TORCH ?= $(shell grep -qs '^torch<=2.14.1' /etc/xdg/pip/constraints.txt && echo 'torch==2.14.1 torchvision==0.29.1' || echo 'torch torchvision')
 
-.PHONY: install test smoke paper lint clean
+.PHONY: install test test-all smoke paper lint clean
 
 install: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,slurm]'
 	touch $@
 
+# The suite CI runs: every test but the end-to-end ones marked slow (whole smoke workflow,
+# kill-and-resume of the workflow, a real SLURM cluster), which `make test-all` adds.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
 smoke: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --workflow-profile profiles/smoke
