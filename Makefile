@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,slurm]'
 	touch $@
 
-# The suite CI runs: every test but the end-to-end ones marked slow (whole smoke workflow,
-# kill-and-resume of the workflow, a real SLURM cluster), which `make test-all` adds.
+# The suite CI runs: everything (kill-and-resume of the workflow and a real SLURM cluster
+# included) but the whole smoke workflow (marked e2e), which `make test-all` adds.
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not e2e"
 
 test-all: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q

@@ -25,6 +25,7 @@ __all__ = [
     "random_split",
     "peak_memory_mib",
     "timed",
+    "clock_note",
     "spread",
     "fmt_spread",
     "markdown_table",
@@ -32,16 +33,24 @@ __all__ = [
 ]
 
 
+CLOCKS = ("wall", "cpu")
+_clock = "wall"
+
+
 def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> None:
-    """--device, --threads, --repeats, --out."""
+    """--device, --threads, --clock, --out."""
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--clock", default="wall", choices=CLOCKS,
+                        help="wall: elapsed time; cpu: this process's CPU time (with --threads 1 on a shared "
+                             "CPU, the time the work takes on a core of its own, whatever else runs; CPU only)")
     parser.add_argument("--out", type=Path, default=Path(default_out),
                         help=f"folder for the JSON and markdown results (default {default_out})")
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    """Threads, device, and on a GPU cuDNN autotuning and TF32, as the pipeline's commands do."""
+    """Threads, clock, device, and on a GPU cuDNN autotuning and TF32, as the pipeline's commands do."""
+    global _clock
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -49,6 +58,7 @@ def setup(args: argparse.Namespace) -> torch.device:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    _clock = "wall" if device.type == "cuda" else getattr(args, "clock", "wall")
     return device
 
 
@@ -57,7 +67,7 @@ def machine(device: torch.device) -> dict[str, Any]:
     info = {
         "host": platform.node(), "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "device": str(device), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": str(device), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "clock": _clock,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -111,12 +121,20 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """Run ``fn``: (result, seconds), the device synchronised before each reading."""
+    """Run ``fn``: (result, seconds on the chosen clock), the device synchronised before each reading."""
+    now = time.process_time if _clock == "cpu" else time.perf_counter
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     out = fn()
     synchronize(device)
-    return out, time.perf_counter() - start
+    return out, now() - start
+
+
+def clock_note(m: dict[str, Any]) -> str:
+    """How the figures were measured, for the markdown."""
+    what = "CPU time of the process" if m.get("clock") == "cpu" else "wall-clock time"
+    return (f"Measured on {m['cpu']} ({m['cpus']} CPUs, {m['torch_threads']} torch threads), device {m['device']}, "
+            f"torch {m['torch']}, {m['time']}; times are {what}.")
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

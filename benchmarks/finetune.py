@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import (
-    add_common_args, fmt_spread, machine, markdown_table, peak_memory_mib, random_split, setup, spread, timed, write_outputs,
+    add_common_args, clock_note, fmt_spread, machine, markdown_table, peak_memory_mib, random_split, setup, spread, timed, write_outputs,
 )
 from benchmarks.reference import make_teacher, reference_accuracy, reference_finetune, test_loader, train_loader
 from icepick.data import Split, eval_batches, keep_cpu_allocations, train_batches
@@ -73,15 +73,18 @@ def _our_teacher(model: nn.Module) -> nn.Module:
 
 def _variant_finetune(
     model: nn.Module, teacher: nn.Module, split: Split, batches: int, batch_size: int,
-    teacher_inference: bool, foreach: bool | None,
+    teacher_inference: bool, foreach: bool | None, channels_last: bool = False,
 ) -> None:
     """The reference step with some of our changes: device-resident batches (always), the
-    teacher under inference mode, foreach SGD with set_to_none; NCHW, as the reference."""
+    teacher under inference mode, foreach SGD with set_to_none, channels_last."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    teacher.to(memory_format=fmt)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=LR, momentum=0.9, weight_decay=1e-4, foreach=foreach)
     model.train()
     teacher.eval()
-    for i, (x, y) in enumerate(train_batches(split, batch_size, seed=0)):
+    for i, (x, y) in enumerate(train_batches(split, batch_size, seed=0, memory_format=fmt)):
         if i >= batches:
             break
         opt.zero_grad(set_to_none=True)
@@ -97,13 +100,16 @@ def _variant_finetune(
         opt.step()
 
 
-def _variant_accuracy(model: nn.Module, split: Split, batch_size: int, inference: bool) -> float:
-    """Device-resident batches, NCHW, under no_grad (or inference mode)."""
+def _variant_accuracy(model: nn.Module, split: Split, batch_size: int, inference: bool,
+                      channels_last: bool = False) -> float:
+    """Device-resident batches under no_grad (or inference mode), NCHW (or channels_last)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=split.device)
     ctx = torch.inference_mode if inference else torch.no_grad
     with ctx():
-        for x, y in eval_batches(split, batch_size):
+        for x, y in eval_batches(split, batch_size, fmt):
             correct += (model(x).argmax(1) == y).sum()
     return 100.0 * correct.item() / len(split)
 
@@ -150,8 +156,11 @@ INTERMEDIATE = [
     Arm("+foreach", "foreach SGD, zero_grad(set_to_none)", _our_teacher,
         lambda m, t, s, c, d: _variant_finetune(m, t, s, c.batches, c.batch_size, True, True),
         lambda m, s, d: _variant_accuracy(m, s, 128, True)),
-    Arm("+channels_last", "channels_last model and batches: icepick's finetune() and accuracy()", _our_teacher,
-        _our_ft, _our_eval),
+    Arm("+channels_last", "channels_last model and batches", _our_teacher,
+        lambda m, t, s, c, d: _variant_finetune(m, t, s, c.batches, c.batch_size, True, True, True),
+        lambda m, s, d: _variant_accuracy(m, s, 128, True, True)),
+    Arm("+fold BN", "teacher and evaluated model as inference copies with BN folded into the convs: "
+        "icepick's finetune() and accuracy()", _our_teacher, _our_ft, _our_eval),
 ]
 
 
@@ -246,8 +255,9 @@ def render(figures: dict[str, Any]) -> str:
                                  fmt_spread(arm["finetune_ratio"]), step, fmt_spread(arm["eval_ratio"])])
                 previous = arm
     m = figures["machine"]
-    text = (f"Measured on {m['cpu']} ({m['cpus']} CPUs, {m['torch_threads']} torch threads), device {m['device']}, "
-            f"torch {m['torch']}, {m['time']}.\n\nCommand: `{figures['command']}`\n\n")
+    text = (f"{clock_note(m)}
+
+Command: `{figures['command']}`\n\n")
     text += markdown_table(
         ["case", "model", "batch", "batches x repeats", "ref FT img/s", "ours FT img/s", "FT ratio median (min-max)",
          "ref eval img/s", "ours eval img/s", "eval ratio median (min-max)",

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, fmt_spread, machine, markdown_table, random_split, setup, spread, timed, write_outputs
+from benchmarks.common import add_common_args, clock_note, fmt_spread, machine, markdown_table, random_split, setup, spread, timed, write_outputs
 from icepick.finetune import FinetuneConfig, finetune
 from icepick.freezing import apply_freezing, layer_trainable, training_macs_per_sample
 from icepick.models import build_model
@@ -129,8 +129,9 @@ def render(figures: dict[str, Any]) -> str:
                 f"{100 * r['measured_over_theory']:.0f}%",
             ])
     m = figures["machine"]
-    text = (f"Measured on {m['cpu']} ({m['cpus']} CPUs, {m['torch_threads']} torch threads), device {m['device']}, "
-            f"torch {m['torch']}, {m['time']}.\n\nCommand: `{figures['command']}`\n\n"
+    text = (f"{clock_note(m)}
+
+Command: `{figures['command']}`\n\n"
             "Saved = 1 - time(eta) / time(eta = 0), paired per repeat, median (min-max). Theory (student) counts the "
             "student's training MACs only; theory (step) adds the teacher's forward pass of the KD loss, which the "
             "measured fine-tuning step also runs. Measured / theory uses the step figure.\n\n")

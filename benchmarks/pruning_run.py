@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
+from benchmarks.common import add_common_args, clock_note, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
 from benchmarks.reference import reference_prune_loop
 from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
 from icepick.data import is_synthetic, load_split, synth_cifar10
@@ -95,8 +95,9 @@ def render(figures: dict[str, Any]) -> str:
             f"{r['reference_final_acc']:.1f} / {r['ours_final_acc']:.1f}",
         ])
     m, s = figures["machine"], figures["setup"]
-    text = (f"Measured on {m['cpu']} ({m['cpus']} CPUs, {m['torch_threads']} torch threads), device {m['device']}, "
-            f"torch {m['torch']}, {m['time']}.\n\nCommand: `{figures['command']}`\n\n"
+    text = (f"{clock_note(m)}
+
+Command: `{figures['command']}`\n\n"
             f"{s['model']} pretrained {s['epochs']} epochs on generated data ({s['n_train']} train / {s['n_test']} "
             f"test images, accuracy {s['pretrained_acc']:.1f}%); r = {s['ratio']}; the first {s['steps']} blocks; "
             "full-epoch fine-tunings in both arms. Speed-up = reference seconds / ours, paired per repeat, "

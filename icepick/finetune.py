@@ -9,7 +9,9 @@ that train: frozen layers get no weight-gradient work and no update.
 
 The hot path (docs/performance.md): batches come from the device-resident split (no
 DataLoader, no PIL); the model, the teacher and the batches are channels_last; the teacher
-runs under ``torch.inference_mode`` (no graph, no backward through it); gradients are
+is an inference copy with its BatchNorms folded into its convolutions
+(``icepick.evaluate.fold_batchnorm``), run under ``torch.inference_mode`` (no graph, no
+backward through it); gradients are
 dropped with ``zero_grad(set_to_none=True)``; SGD updates all parameters at once (foreach);
 the loss is read back from the device once per call, not once per batch; on a CPU the C
 allocator keeps freed activation memory for the next batch (``keep_cpu_allocations``).
@@ -28,6 +30,7 @@ from torch import nn
 
 from icepick.config import check_choice, check_int, check_positive, check_range
 from icepick.data import MEMORY_FORMAT, Split, ensure_cpu_allocator, num_train_batches, to_memory_format, train_batches
+from icepick.evaluate import fold_batchnorm
 from icepick.schedule import one_cycle_factor
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "kd_loss", "distillation_loss", "finetune", "autocast"]
@@ -138,8 +141,8 @@ def finetune(
     device = next(model.parameters()).device
     ensure_cpu_allocator(device)  # reuse activation memory instead of page-faulting it in every batch
     to_memory_format(model)  # pruning leaves new, contiguous weights: back to channels_last
-    if teacher is not None:
-        to_memory_format(teacher)
+    if teacher is not None and cfg.kd_weight:
+        teacher = fold_batchnorm(teacher)  # eval mode, BN folded, channels_last: a forward pass only
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return FinetuneResult(0, 0, False, float("nan"))
@@ -150,8 +153,6 @@ def finetune(
     model.train()
     if on_train is not None:
         on_train(model)
-    if teacher is not None:
-        teacher.eval()
     batches, total = _batches(train, cfg, seed)
     done = samples = 0
     loss_sum = torch.zeros((), device=device)

@@ -310,6 +310,7 @@ EXPECTED_TARGETS = [
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_smoke_workflow_end_to_end(tmp_path):
     """The small configuration, in a copy of the workflow: every target, parseable tables,
     Table 1 with one row per (model, freeze, lr), non-empty figures, every claim listed, and
