@@ -134,8 +134,12 @@ def _ref_eval(model, split, device):
     return reference_accuracy(model, test_loader(split, 128), device)
 
 
+PRECISION = "fp32"  # ours' arithmetic (--precision); the reference is always fp32, as the authors' code
+
+
 def _our_ft(model, teacher, split, case, device):
-    finetune(model, teacher, split, LR, FinetuneConfig(batch_size=case.batch_size, max_batches=case.batches), seed=0)
+    cfg = FinetuneConfig(batch_size=case.batch_size, max_batches=case.batches, precision=PRECISION)
+    finetune(model, teacher, split, LR, cfg, seed=0)
 
 
 def _our_eval(model, split, device):
@@ -255,9 +259,7 @@ def render(figures: dict[str, Any]) -> str:
                                  fmt_spread(arm["finetune_ratio"]), step, fmt_spread(arm["eval_ratio"])])
                 previous = arm
     m = figures["machine"]
-    text = (f"{clock_note(m)}
-
-Command: `{figures['command']}`\n\n")
+    text = (f"{clock_note(m)}\n\nCommand: `{figures['command']}`\n\n")
     text += markdown_table(
         ["case", "model", "batch", "batches x repeats", "ref FT img/s", "ours FT img/s", "FT ratio median (min-max)",
          "ref eval img/s", "ours eval img/s", "eval ratio median (min-max)",
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=None, help="fine-tuning batches per repeat (default: per case)")
     p.add_argument("--eval-images", type=int, default=None, help="test images per evaluation (default: per case)")
     p.add_argument("--ablation", action="store_true", help="also run each change on its own, cumulatively")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="ours' fine-tuning arithmetic (the reference stays fp32); the pipeline's default is fp32")
     p.add_argument("--no-memory", action="store_true", help="skip the (untimed, profiled) peak-memory pass")
     add_common_args(p, "results/benchmarks/perf")
     return p
@@ -285,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    global PRECISION
+    PRECISION = args.precision
     device = setup(args)
     names = [n.strip() for n in args.cases.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]

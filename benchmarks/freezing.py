@@ -129,9 +129,7 @@ def render(figures: dict[str, Any]) -> str:
                 f"{100 * r['measured_over_theory']:.0f}%",
             ])
     m = figures["machine"]
-    text = (f"{clock_note(m)}
-
-Command: `{figures['command']}`\n\n"
+    text = (f"{clock_note(m)}\n\nCommand: `{figures['command']}`\n\n"
             "Saved = 1 - time(eta) / time(eta = 0), paired per repeat, median (min-max). Theory (student) counts the "
             "student's training MACs only; theory (step) adds the teacher's forward pass of the KD loss, which the "
             "measured fine-tuning step also runs. Measured / theory uses the step figure.\n\n")

@@ -95,9 +95,7 @@ def render(figures: dict[str, Any]) -> str:
             f"{r['reference_final_acc']:.1f} / {r['ours_final_acc']:.1f}",
         ])
     m, s = figures["machine"], figures["setup"]
-    text = (f"{clock_note(m)}
-
-Command: `{figures['command']}`\n\n"
+    text = (f"{clock_note(m)}\n\nCommand: `{figures['command']}`\n\n"
             f"{s['model']} pretrained {s['epochs']} epochs on generated data ({s['n_train']} train / {s['n_test']} "
             f"test images, accuracy {s['pretrained_acc']:.1f}%); r = {s['ratio']}; the first {s['steps']} blocks; "
             "full-epoch fine-tunings in both arms. Speed-up = reference seconds / ours, paired per repeat, "

@@ -97,8 +97,21 @@ def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
-def dry_run(*args: str, cwd: Path = REPO) -> str:
-    proc = snakemake("-n", *args, cwd=cwd)
+_CLEAN_COPY: list[Path] = []
+
+
+def clean_copy() -> Path:
+    """A copy of the workflow without results, so dry runs plan from scratch wherever the
+    repository has outputs of its own (made once per test session)."""
+    if not _CLEAN_COPY:
+        import tempfile
+
+        _CLEAN_COPY.append(copy_workflow(Path(tempfile.mkdtemp(prefix="icepick-workflow-"))))
+    return _CLEAN_COPY[0]
+
+
+def dry_run(*args: str, cwd: Path | None = None) -> str:
+    proc = snakemake("-n", *args, cwd=cwd or clean_copy())
     return proc.stdout + proc.stderr
 
 

@@ -1,0 +1,368 @@
+"""Projected work of the paper's sweep: training and evaluation MACs, and GPU hours.
+
+Everything is counted from the architectures, not measured: each pruning step's model is
+rebuilt with the widths pruning leaves (``ceil(r * C)`` filters fewer per pruned block) and
+its per-layer MACs are counted (``icepick.pruning.layer_macs``). Per image:
+
+* fine-tuning: the student's training MACs (``icepick.freezing.training_macs_per_sample``:
+  forward, weight gradients of trainable layers, input gradients behind the first trainable
+  layer) plus the teacher's forward pass (the unpruned model) of the KD loss;
+* evaluation: the forward MACs of the model evaluated.
+
+A run of the baseline is exact: a full fine-tuning after every step. A run of ICE-Pick is
+given twice: as an upper bound (it fine-tunes a full epoch at every step, all early-halt
+checks run, and freezing saves only the weight gradients of the ceil(eta * N) cheapest
+layers, never a prefix), and at the paper's reported fine-tuning counts (Table 1's mean
+#Ft per run for the same model, eta, lr policy and theta, each fine-tuning costing the
+mean over the run's steps; runs the paper gives no count for keep the upper bound).
+
+GPU hours = MACs / throughput. The default throughputs (:data:`H100_TRAIN_TMACS`,
+:data:`H100_EVAL_TMACS`) are assumptions for one H100 running these small CIFAR networks in
+fp32/TF32 at batch 128 (training) and 1000 (evaluation); see docs/performance.md for why,
+and pass your own measured figures (``benchmarks.finetune`` prints images/s on a GPU:
+TMAC/s = images/s x the MACs per training image printed here / 1e12).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from icepick.config import ConfigError
+
+__all__ = [
+    "H100_TRAIN_TMACS",
+    "H100_EVAL_TMACS",
+    "GROUPS",
+    "RunSpec",
+    "Work",
+    "group_runs",
+    "step_macs",
+    "run_work",
+    "sweep_costs",
+    "format_costs",
+]
+
+#: Assumed effective training throughput of one H100 on CIFAR ResNets/MobileNetV2 at batch
+#: 128, fp32 with TF32 convolutions, in tera-MACs per second (8 TFLOP/s; docs/performance.md).
+H100_TRAIN_TMACS = 4.0
+#: Assumed effective evaluation (inference, batch 1000) throughput, tera-MACs per second.
+H100_EVAL_TMACS = 8.0
+
+GROUPS = ("fig3", "table1", "thresholds")
+_CIFAR = {"cifar10": (50_000, 10_000)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One pruning configuration of the sweep (every seed runs it)."""
+
+    model: str
+    method: str  # icepick | baseline
+    lr: str  # icepick | fixed
+    ratio: float
+    eta: float
+    theta: float
+
+
+@dataclass
+class Work:
+    """MACs of some part of the sweep: fine-tunings, training MACs and evaluation MACs."""
+
+    runs: int = 0
+    finetunes: float = 0.0
+    train_macs: float = 0.0
+    eval_macs: float = 0.0
+
+    def add(self, other: "Work", times: float = 1.0) -> None:
+        self.runs += int(other.runs * times)
+        self.finetunes += other.finetunes * times
+        self.train_macs += other.train_macs * times
+        self.eval_macs += other.eval_macs * times
+
+    def hours(self, train_tmacs: float, eval_tmacs: float) -> float:
+        return (self.train_macs / (train_tmacs * 1e12) + self.eval_macs / (eval_tmacs * 1e12)) / 3600.0
+
+
+def group_runs(config: Mapping[str, Any], group: str, model: str) -> list[RunSpec]:
+    """The configurations of one experiment group for one model (as the workflow's grid)."""
+    exp = config["experiments"]
+    runs: list[RunSpec] = []
+    if group == "fig3":
+        for ratio in exp["fig3"]["ratios"]:
+            for eta in exp["fig3"]["etas"]:
+                runs.append(RunSpec(model, "icepick", "icepick", float(ratio), float(eta), float(exp["fig3"]["theta"])))
+            if exp["fig3"].get("baseline", True):
+                runs.append(RunSpec(model, "baseline", "fixed", float(ratio), 0.0, 0.0))
+    elif group == "table1":
+        ratio = float(exp["table1"]["ratios"][model])
+        for eta in exp["table1"]["etas"]:
+            for lr in exp["table1"]["lr_policies"]:
+                runs.append(RunSpec(model, "icepick", lr, ratio, float(eta), float(exp["table1"]["theta"])))
+    elif group == "thresholds":
+        ratio = float(exp["table1"]["ratios"][model])
+        t = exp["thresholds"]
+        for theta in t["thetas"]:
+            runs.append(RunSpec(model, "icepick", t["lr_policy"], ratio, float(t["eta"]), float(theta)))
+    else:
+        raise ConfigError(f"group: {group!r} is not an experiment group; one of {', '.join(GROUPS)}")
+    return list(dict.fromkeys(runs))
+
+
+@lru_cache(maxsize=None)
+def step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
+    """Per-layer forward MACs of the unpruned model (index 0) and after each of ``steps`` prunes."""
+    from icepick.models import build_model
+    from icepick.pruning import layer_macs, model_widths
+
+    net = build_model(model)
+    widths = model_widths(net)
+    out = [layer_macs(net)]
+    for name in list(widths)[:steps]:
+        width = widths[name]
+        widths[name] = width - max(1, math.ceil(ratio * width - 1e-9))
+        out.append(layer_macs(build_model(model, widths=dict(widths))))
+    return tuple(out)
+
+
+@lru_cache(maxsize=None)
+def _conv_names(model: str) -> tuple[str, ...]:
+    from icepick.models import build_model
+    from icepick.pruning import conv_layers
+
+    return tuple(name for name, _, _ in conv_layers(build_model(model)))
+
+
+def frozen_for_bound(model: str, eta: float, layout: str = "worst") -> set[str]:
+    """The ceil(eta * N) layers assumed frozen: 'worst' = the cheapest (never the first), 'prefix'."""
+    names = list(_conv_names(model))
+    count = math.ceil(eta * len(names) - 1e-9)
+    if count == 0:
+        return set()
+    if layout == "prefix":
+        return set(names[:count])
+    macs = step_macs(model, 0.5, 0)[0]
+    return set(sorted(names[1:], key=lambda n: (macs[n], n))[:count])
+
+
+def _train_per_image(macs: Mapping[str, int], frozen: set[str]) -> int:
+    from icepick.freezing import training_macs_per_sample
+
+    return training_macs_per_sample(macs, {name: name not in frozen for name in macs})
+
+
+@dataclass
+class _Setup:
+    n_train: int  # images a fine-tuning epoch draws from
+    n_test: int
+    n_decision: int  # images of the decision split (= n_test on the paper's protocol)
+    separate_decision: bool
+    batch_size: int
+    max_batches: int
+    early_halt: int
+    max_steps: int
+    paper_counts: dict[tuple[str, float, str, float], float] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    layout: str = "worst"
+
+    def ft_samples(self) -> int:
+        if self.max_batches:
+            return min(self.n_train, self.max_batches * self.batch_size)
+        return self.n_train
+
+    def ft_batches(self) -> int:
+        return -(-self.ft_samples() // self.batch_size)
+
+
+def _setup(config: Mapping[str, Any], layout: str) -> _Setup:
+    from icepick.reporting.paper import PAPER_RUNS, PAPER_TABLE1
+
+    data = config["data"]
+    if data["source"] in _CIFAR:
+        n_train, n_test = _CIFAR[data["source"]]
+    else:
+        n_train, n_test = int(data["synthetic_train"]), int(data["synthetic_test"])
+    dec = config.get("decision", {"split": "test"})
+    separate = dec.get("split", "test") == "val"
+    n_dec = int(dec.get("val_size", 5000)) if separate else n_test
+    ft = config["finetune"]
+    theta1 = float(config["experiments"]["table1"]["theta"])
+    counts = {(m, float(eta), lr, theta1): n / PAPER_RUNS for (m, eta, lr), (_, n) in PAPER_TABLE1.items()}
+    return _Setup(
+        n_train=n_train - (n_dec if separate else 0), n_test=n_test, n_decision=n_dec, separate_decision=separate,
+        batch_size=int(ft["batch_size"]), max_batches=int(ft.get("max_batches", 0) or 0),
+        early_halt=int(ft.get("early_halt", 0) or 0), max_steps=int(ft.get("max_steps", 0) or 0),
+        paper_counts=counts, roles=dict(config.get("paper_role") or {}), layout=layout,
+    )
+
+
+def _n_steps(model: str, setup: _Setup) -> int:
+    from icepick.models import build_model
+    from icepick.pruning import prunable_blocks
+
+    blocks = len(prunable_blocks(build_model(model)))
+    return min(blocks, setup.max_steps) if setup.max_steps else blocks
+
+
+def run_work(spec: RunSpec, setup: _Setup) -> tuple[Work, Work]:
+    """(upper bound, at the paper's counts) of one run of ``spec`` (one seed)."""
+    steps = _n_steps(spec.model, setup)
+    layers = step_macs(spec.model, spec.ratio, steps)
+    teacher = sum(layers[0].values())
+    frozen = frozen_for_bound(spec.model, spec.eta, setup.layout) if spec.method == "icepick" else set()
+    samples = setup.ft_samples()
+    checks = 0
+    if spec.method == "icepick" and setup.early_halt:
+        checks = (setup.ft_batches() - 1) // setup.early_halt
+    dec_extra = setup.n_decision if setup.separate_decision else 0
+    base_eval = (setup.n_test + dec_extra) * teacher  # the unpruned model's accuracy
+    prune_eval = ft_train = ft_eval = 0.0
+    per_ft_train, per_ft_eval = [], []
+    for macs in layers[1:]:
+        forward = sum(macs.values())
+        prune_eval += (setup.n_test + dec_extra) * forward
+        per_ft_train.append(samples * (_train_per_image(macs, frozen) + teacher))
+        per_ft_eval.append((setup.n_test + checks * setup.n_decision) * forward)
+    ft_train, ft_eval = sum(per_ft_train), sum(per_ft_eval)
+    upper = Work(1, float(steps), ft_train, base_eval + prune_eval + ft_eval)
+    count = _paper_count(spec, setup, steps)
+    if count is None:
+        return upper, upper
+    mean_train, mean_eval = ft_train / steps, ft_eval / steps
+    reported = Work(1, count, count * mean_train, base_eval + prune_eval + count * mean_eval)
+    return upper, reported
+
+
+def _paper_count(spec: RunSpec, setup: _Setup, steps: int) -> float | None:
+    """Mean fine-tunings per run the paper reports for this setting (scaled for a stand-in model)."""
+    if spec.method != "icepick":
+        return None
+    from icepick.reporting.paper import PAPER_MODELS, paper_model
+
+    paper = paper_model(spec.model, setup.roles)
+    if paper is None:
+        return None
+    count = setup.paper_counts.get((paper, spec.eta, spec.lr, spec.theta))
+    if count is None:
+        return None
+    if paper != spec.model:  # a small stand-in: the same fraction of its steps
+        count *= steps / _n_steps(paper, _Setup(**{**setup.__dict__, "max_steps": 0}))
+    assert paper in PAPER_MODELS
+    return min(count, float(steps))
+
+
+def _pretrain_work(model: str, config: Mapping[str, Any], setup: _Setup) -> Work:
+    p = config["pretrain"]
+    macs = step_macs(model, 0.5, 0)[0]
+    n = int(p.get("n_train") or (setup.n_train + (setup.n_decision if setup.separate_decision else 0)))
+    epochs = int(p["epochs"])
+    return Work(0, 0.0, float(epochs * n * _train_per_image(macs, set())),
+                float(epochs * setup.n_test * sum(macs.values())))
+
+
+def _finetune_work(model: str, ratio: float, steps: int, setup: _Setup) -> Work:
+    """``steps`` full fine-tunings after pruning the first blocks (freeze trace, weight shift)."""
+    layers = step_macs(model, ratio, steps)
+    teacher = sum(layers[0].values())
+    train = sum(setup.ft_samples() * (_train_per_image(m, set()) + teacher) for m in layers[1:])
+    evals = 2 * setup.n_test * teacher
+    return Work(0, float(steps), float(train), float(evals))
+
+
+def sweep_costs(config: Mapping[str, Any], layout: str = "worst") -> dict[str, Any]:
+    """Work of every part of the sweep described by a workflow ``config`` (a parsed config.yaml).
+
+    Returns ``{"rows": [...], "totals": {...}}``: one row per model and part (pretrain, trace,
+    weight_shift, and each experiment group with its runs x seeds), each with the upper bound
+    and the paper-count figures; the totals count each distinct run once (groups share runs).
+    """
+    for key in ("models", "seeds", "experiments", "finetune", "data", "pretrain"):
+        if key not in config:
+            raise ConfigError(f"{key}: missing from the configuration")
+    if layout not in ("worst", "prefix"):
+        raise ConfigError(f"layout: {layout!r} is not allowed; choose 'worst' or 'prefix'")
+    setup = _setup(config, layout)
+    seeds = len(config["seeds"])
+    rows: list[dict[str, Any]] = []
+    total_upper, total_reported = Work(), Work()
+    for model in config["models"]:
+        pre = _pretrain_work(model, config, setup)
+        rows.append(_row(model, "pretrain", pre, pre))
+        total_upper.add(pre)
+        total_reported.add(pre)
+        distinct: dict[RunSpec, tuple[Work, Work]] = {}
+        for group in GROUPS:
+            g_upper, g_reported = Work(), Work()
+            for spec in group_runs(config, group, model):
+                upper, reported = distinct.setdefault(spec, run_work(spec, setup))
+                g_upper.add(upper, seeds)
+                g_reported.add(reported, seeds)
+            rows.append(_row(model, group, g_upper, g_reported))
+        if any(spec.eta > 0 for spec in distinct):
+            trace = _finetune_work(model, float(config.get("trace_ratio", 0.4)), 1, setup)
+            t = Work()
+            t.add(trace, seeds)
+            rows.append(_row(model, "trace", t, t))
+            total_upper.add(t)
+            total_reported.add(t)
+        ws = config.get("weight_shift")
+        if ws:
+            shift = _finetune_work(model, float(ws["ratio"]), int(ws["steps"]), setup)
+            rows.append(_row(model, "weight_shift", shift, shift))
+            total_upper.add(shift)
+            total_reported.add(shift)
+        for upper, reported in distinct.values():
+            total_upper.add(upper, seeds)
+            total_reported.add(reported, seeds)
+    macs_per_image = {m: {"forward": sum(step_macs(m, 0.5, 0)[0].values()),
+                          "train_step": _train_per_image(step_macs(m, 0.5, 0)[0], set()) + sum(step_macs(m, 0.5, 0)[0].values())}
+                      for m in config["models"]}
+    return {"rows": rows, "totals": {"upper": total_upper.__dict__, "reported": total_reported.__dict__},
+            "macs_per_image": macs_per_image, "layout": layout, "seeds": seeds}
+
+
+def _row(model: str, part: str, upper: Work, reported: Work) -> dict[str, Any]:
+    return {"model": model, "part": part, "upper": dict(upper.__dict__), "reported": dict(reported.__dict__)}
+
+
+def _hours(work: Mapping[str, float], train_tmacs: float, eval_tmacs: float) -> float:
+    return Work(**work).hours(train_tmacs, eval_tmacs)
+
+
+def format_costs(costs: Mapping[str, Any], train_tmacs: float = H100_TRAIN_TMACS,
+                 eval_tmacs: float = H100_EVAL_TMACS) -> str:
+    """A markdown table of ``sweep_costs`` with GPU hours at the given throughputs (TMAC/s)."""
+    def p(x: float) -> str:  # peta-MACs
+        return f"{x / 1e15:,.1f}"
+
+    lines = [
+        f"Training at {train_tmacs:g} TMAC/s, evaluation at {eval_tmacs:g} TMAC/s; "
+        f"{costs['seeds']} seeds; ICE-Pick upper bound with '{costs['layout']}' freezing. "
+        "PMAC = 1e15 multiply-accumulates. 'reported' = at the paper's fine-tuning counts "
+        "(where it gives them; else the upper bound).",
+        "",
+        "| model | part | runs | fine-tunings upper / reported | train PMAC upper / reported | "
+        "eval PMAC upper / reported | GPU h upper / reported |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in costs["rows"]:
+        u, rep = r["upper"], r["reported"]
+        lines.append(
+            f"| {r['model']} | {r['part']} | {u['runs']} | {u['finetunes']:,.0f} / {rep['finetunes']:,.0f} | "
+            f"{p(u['train_macs'])} / {p(rep['train_macs'])} | {p(u['eval_macs'])} / {p(rep['eval_macs'])} | "
+            f"{_hours(u, train_tmacs, eval_tmacs):,.2f} / {_hours(rep, train_tmacs, eval_tmacs):,.2f} |"
+        )
+    u, rep = costs["totals"]["upper"], costs["totals"]["reported"]
+    lines.append(
+        f"| **all** | distinct runs | {u['runs']} | {u['finetunes']:,.0f} / {rep['finetunes']:,.0f} | "
+        f"{p(u['train_macs'])} / {p(rep['train_macs'])} | {p(u['eval_macs'])} / {p(rep['eval_macs'])} | "
+        f"**{_hours(u, train_tmacs, eval_tmacs):,.1f} / {_hours(rep, train_tmacs, eval_tmacs):,.1f}** |"
+    )
+    lines.append("")
+    lines.append("MACs per image (unpruned): " + "; ".join(
+        f"{m}: forward {v['forward'] / 1e6:,.1f} M, fine-tuning step (student training + teacher forward) "
+        f"{v['train_step'] / 1e6:,.1f} M" for m, v in costs["macs_per_image"].items()))
+    return "\n".join(lines) + "\n"
