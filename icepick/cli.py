@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "icepick.commands.pretrain",
     "icepick.commands.prune",
     "icepick.commands.report",
+    "icepick.commands.cost",
 )
 
 

@@ -113,18 +113,48 @@ def group_runs(config: Mapping[str, Any], group: str, model: str) -> list[RunSpe
 
 
 @lru_cache(maxsize=None)
-def step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
-    """Per-layer forward MACs of the unpruned model (index 0) and after each of ``steps`` prunes."""
-    from icepick.models import build_model
-    from icepick.pruning import layer_macs, model_widths
+def _layer_shapes(model: str) -> tuple[dict[str, int], dict[str, tuple[int, int, int]], dict[str, str], dict[str, int]]:
+    """The unpruned model's per-layer MACs, (MACs per out-channel per input-channel-in-group,
+    out channels, inputs per group) of every conv, each block's kind and width."""
+    from torch import nn
+
+    from icepick.models import InvertedResidual, build_model
+    from icepick.pruning import layer_macs, model_widths, prunable_blocks
 
     net = build_model(model)
-    widths = model_widths(net)
-    out = [layer_macs(net)]
-    for name in list(widths)[:steps]:
-        width = widths[name]
-        widths[name] = width - max(1, math.ceil(ratio * width - 1e-9))
-        out.append(layer_macs(build_model(model, widths=dict(widths))))
+    macs = layer_macs(net)
+    shapes = {}
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Conv2d):
+            per_group = module.in_channels // module.groups
+            shapes[name] = (macs[name] // (module.out_channels * per_group), module.out_channels, per_group)
+    kinds = {name: "mbv2" if isinstance(block, InvertedResidual) else "resnet" for name, block in prunable_blocks(net)}
+    return macs, shapes, kinds, model_widths(net)
+
+
+@lru_cache(maxsize=None)
+def step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
+    """Per-layer forward MACs of the unpruned model (index 0) and after each of ``steps`` prunes.
+
+    Counted from the shapes: pruning block b from C to w filters scales ``b.conv1``'s outputs,
+    ``b.conv2``'s inputs (ResNet) or ``b.conv2``'s channels and ``b.conv3``'s inputs
+    (MobileNetV2) by w / C, and leaves every other layer alone (tests/test_cost.py checks this
+    against ``layer_macs`` of the rebuilt pruned model).
+    """
+    macs, shapes, kinds, widths = _layer_shapes(model)
+    current = dict(macs)
+    out = [dict(current)]
+    for block in list(widths)[:steps]:
+        width = widths[block]
+        kept = width - max(1, math.ceil(ratio * width - 1e-9))
+        if kinds[block] == "resnet":
+            scaled = {f"{block}.conv1": (kept, None), f"{block}.conv2": (None, kept)}
+        else:  # depthwise conv2: one input per group, as many outputs as channels
+            scaled = {f"{block}.conv1": (kept, None), f"{block}.conv2": (kept, None), f"{block}.conv3": (None, kept)}
+        for layer, (out_ch, per_group) in scaled.items():
+            unit, out0, per_group0 = shapes[layer]
+            current[layer] = unit * (out_ch or out0) * (per_group or per_group0)
+        out.append(dict(current))
     return tuple(out)
 
 
@@ -144,7 +174,7 @@ def frozen_for_bound(model: str, eta: float, layout: str = "worst") -> set[str]:
         return set()
     if layout == "prefix":
         return set(names[:count])
-    macs = step_macs(model, 0.5, 0)[0]
+    macs = _unpruned(model)
     return set(sorted(names[1:], key=lambda n: (macs[n], n))[:count])
 
 
@@ -199,11 +229,20 @@ def _setup(config: Mapping[str, Any], layout: str) -> _Setup:
     )
 
 
-def _n_steps(model: str, setup: _Setup) -> int:
+@lru_cache(maxsize=None)
+def _n_blocks(model: str) -> int:
     from icepick.models import build_model
     from icepick.pruning import prunable_blocks
 
-    blocks = len(prunable_blocks(build_model(model)))
+    return len(prunable_blocks(build_model(model)))
+
+
+def _unpruned(model: str) -> dict[str, int]:
+    return step_macs(model, 0.5, 0)[0]
+
+
+def _n_steps(model: str, setup: _Setup) -> int:
+    blocks = _n_blocks(model)
     return min(blocks, setup.max_steps) if setup.max_steps else blocks
 
 
@@ -240,7 +279,7 @@ def _paper_count(spec: RunSpec, setup: _Setup, steps: int) -> float | None:
     """Mean fine-tunings per run the paper reports for this setting (scaled for a stand-in model)."""
     if spec.method != "icepick":
         return None
-    from icepick.reporting.paper import PAPER_MODELS, paper_model
+    from icepick.reporting.paper import paper_model
 
     paper = paper_model(spec.model, setup.roles)
     if paper is None:
@@ -248,15 +287,14 @@ def _paper_count(spec: RunSpec, setup: _Setup, steps: int) -> float | None:
     count = setup.paper_counts.get((paper, spec.eta, spec.lr, spec.theta))
     if count is None:
         return None
-    if paper != spec.model:  # a small stand-in: the same fraction of its steps
-        count *= steps / _n_steps(paper, _Setup(**{**setup.__dict__, "max_steps": 0}))
-    assert paper in PAPER_MODELS
+    if paper != spec.model or steps != _n_blocks(paper):  # a stand-in, or fewer steps: the same fraction
+        count *= steps / _n_blocks(paper)
     return min(count, float(steps))
 
 
 def _pretrain_work(model: str, config: Mapping[str, Any], setup: _Setup) -> Work:
     p = config["pretrain"]
-    macs = step_macs(model, 0.5, 0)[0]
+    macs = _unpruned(model)
     n = int(p.get("n_train") or (setup.n_train + (setup.n_decision if setup.separate_decision else 0)))
     epochs = int(p["epochs"])
     return Work(0, 0.0, float(epochs * n * _train_per_image(macs, set())),
@@ -317,8 +355,8 @@ def sweep_costs(config: Mapping[str, Any], layout: str = "worst") -> dict[str, A
         for upper, reported in distinct.values():
             total_upper.add(upper, seeds)
             total_reported.add(reported, seeds)
-    macs_per_image = {m: {"forward": sum(step_macs(m, 0.5, 0)[0].values()),
-                          "train_step": _train_per_image(step_macs(m, 0.5, 0)[0], set()) + sum(step_macs(m, 0.5, 0)[0].values())}
+    macs_per_image = {m: {"forward": sum(_unpruned(m).values()),
+                          "train_step": _train_per_image(_unpruned(m), set()) + sum(_unpruned(m).values())}
                       for m in config["models"]}
     return {"rows": rows, "totals": {"upper": total_upper.__dict__, "reported": total_reported.__dict__},
             "macs_per_image": macs_per_image, "layout": layout, "seeds": seeds}
@@ -335,17 +373,24 @@ def _hours(work: Mapping[str, float], train_tmacs: float, eval_tmacs: float) -> 
 def format_costs(costs: Mapping[str, Any], train_tmacs: float = H100_TRAIN_TMACS,
                  eval_tmacs: float = H100_EVAL_TMACS) -> str:
     """A markdown table of ``sweep_costs`` with GPU hours at the given throughputs (TMAC/s)."""
-    def p(x: float) -> str:  # peta-MACs
-        return f"{x / 1e15:,.1f}"
+    peta = costs["totals"]["upper"]["train_macs"] >= 1e15
+    unit, scale = ("PMAC", 1e15) if peta else ("TMAC", 1e12)
+
+    def p(x: float) -> str:
+        return f"{x / scale:,.1f}"
+
+    def h(work: Mapping[str, float]) -> str:
+        value = _hours(work, train_tmacs, eval_tmacs)
+        return f"{value:,.2f}" if value >= 0.1 else f"{value:.2g}"
 
     lines = [
         f"Training at {train_tmacs:g} TMAC/s, evaluation at {eval_tmacs:g} TMAC/s; "
         f"{costs['seeds']} seeds; ICE-Pick upper bound with '{costs['layout']}' freezing. "
-        "PMAC = 1e15 multiply-accumulates. 'reported' = at the paper's fine-tuning counts "
+        f"{unit} = {scale:.0e} multiply-accumulates. 'reported' = at the paper's fine-tuning counts "
         "(where it gives them; else the upper bound).",
         "",
-        "| model | part | runs | fine-tunings upper / reported | train PMAC upper / reported | "
-        "eval PMAC upper / reported | GPU h upper / reported |",
+        f"| model | part | runs | fine-tunings upper / reported | train {unit} upper / reported | "
+        f"eval {unit} upper / reported | GPU h upper / reported |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in costs["rows"]:
@@ -353,13 +398,13 @@ def format_costs(costs: Mapping[str, Any], train_tmacs: float = H100_TRAIN_TMACS
         lines.append(
             f"| {r['model']} | {r['part']} | {u['runs']} | {u['finetunes']:,.0f} / {rep['finetunes']:,.0f} | "
             f"{p(u['train_macs'])} / {p(rep['train_macs'])} | {p(u['eval_macs'])} / {p(rep['eval_macs'])} | "
-            f"{_hours(u, train_tmacs, eval_tmacs):,.2f} / {_hours(rep, train_tmacs, eval_tmacs):,.2f} |"
+            f"{h(u)} / {h(rep)} |"
         )
     u, rep = costs["totals"]["upper"], costs["totals"]["reported"]
     lines.append(
         f"| **all** | distinct runs | {u['runs']} | {u['finetunes']:,.0f} / {rep['finetunes']:,.0f} | "
         f"{p(u['train_macs'])} / {p(rep['train_macs'])} | {p(u['eval_macs'])} / {p(rep['eval_macs'])} | "
-        f"**{_hours(u, train_tmacs, eval_tmacs):,.1f} / {_hours(rep, train_tmacs, eval_tmacs):,.1f}** |"
+        f"**{h(u)} / {h(rep)}** |"
     )
     lines.append("")
     lines.append("MACs per image (unpruned): " + "; ".join(
