@@ -64,7 +64,8 @@ def _register_trace(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_trace)
 
 
-def _trace(args: argparse.Namespace) -> int:
+def _shift_setup(args: argparse.Namespace):
+    """What trace and weight-shift share: fine-tuning config, device, data, student and teacher."""
     ft_cfg = _finetune_config(args)
     _check_pretrained(args)
     device = setup_device(args)
@@ -72,6 +73,11 @@ def _trace(args: argparse.Namespace) -> int:
     data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
     model, _ = load_model(args.pretrained, device)
     teacher = load_teacher(args.pretrained, device)
+    return ft_cfg, device, data, model, teacher
+
+
+def _trace(args: argparse.Namespace) -> int:
+    ft_cfg, device, data, model, teacher = _shift_setup(args)
     from icepick.evaluate import accuracy
 
     acc_before = accuracy(model, data.test)
@@ -175,13 +181,7 @@ def _register_weight_shift(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _weight_shift(args: argparse.Namespace) -> int:
-    ft_cfg = _finetune_config(args)
-    _check_pretrained(args)
-    device = setup_device(args)
-    torch.manual_seed(args.seed)
-    data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
-    model, _ = load_model(args.pretrained, device)
-    teacher = load_teacher(args.pretrained, device)
+    ft_cfg, device, data, model, teacher = _shift_setup(args)
     shifts, _ = shift_trace(model, teacher, data.train, args.ratio, args.steps, args.lr, ft_cfg, args.seed,
                             show_progress=True)
     write_csv(args.out, weight_shift_table(model.arch_name, shifts))
