@@ -28,7 +28,7 @@ def pretrained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("algo")
     data_dir = root / "data"
-    synth_cifar10(data_dir, n_train=768, n_test=384, seed=0)
+    synth_cifar10(data_dir, n_train=768, n_test=384, seed=0, difficulty="easy")
     data = load_experiment_data(data_dir, torch.device("cpu"))
     torch.manual_seed(0)
     model = build_model("resnet20")
