@@ -58,7 +58,7 @@ def _id_split(n: int = 200, seed: int = 0) -> Split:
 # ------------------------------------------------------------------------------------------
 
 
-def test_generated_set_loads_through_torchvision_with_cifar_shapes(synth_root):
+def test_generated_set_loads_with_cifar_shapes(synth_root):
     for train, n in ((True, SYNTH_TRAIN), (False, SYNTH_TEST)):
         images, labels = load_cifar10(synth_root, train=train)
         assert images.shape == (n, 3, 32, 32) and images.dtype == torch.uint8
@@ -76,13 +76,39 @@ def test_generated_set_has_the_cifar_file_layout(synth_root):
     marker = json.loads((base / MARKER).read_text())
     assert set(marker["files"]) == names - {MARKER}
     assert (marker["n_train"], marker["n_test"], marker["seed"]) == (SYNTH_TRAIN, SYNTH_TEST, 0)
-    # the reader is torchvision's class with the generated set's md5 sums
-    cls = data._synthetic_class(marker)
-    assert issubclass(cls, torchvision.datasets.CIFAR10)
-    assert dict(cls.train_list + cls.test_list) == {k: v for k, v in marker["files"].items() if k != "batches.meta"}
-    ds = cls(str(synth_root), train=True)
-    assert ds.data.shape == (SYNTH_TRAIN, 32, 32, 3) and len(ds.targets) == SYNTH_TRAIN
+
+
+def test_our_reader_reads_what_torchvisions_cifar10_reads(synth_root, monkeypatch):
+    """Same files, same arrays: torchvision's CIFAR10 (md5 lists set to the generated set's) and ours."""
+    files = json.loads((synth_root / BASE_FOLDER / MARKER).read_text())["files"]
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "train_list", [[f"data_batch_{i}", files[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "test_list", [["test_batch", files["test_batch"]]])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": files["batches.meta"]})
+    for train in (True, False):
+        ds = torchvision.datasets.CIFAR10(str(synth_root), train=train)
+        images, labels = load_cifar10(synth_root, train=train)
+        assert torch.equal(images, torch.from_numpy(ds.data).permute(0, 3, 1, 2))
+        assert labels.tolist() == list(ds.targets)
     assert ds.classes[0] == "airplane"
+
+
+def test_official_md5_sums_are_torchvisions():
+    cifar = torchvision.datasets.CIFAR10
+    expected = dict(cifar.train_list + cifar.test_list + [[cifar.meta["filename"], cifar.meta["md5"]]])
+    assert data.OFFICIAL_MD5 == expected
+
+
+def test_loading_does_not_import_torchvision(synth_root):
+    """torchvision's import is seconds of every job's start-up; only the download needs it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from icepick.data import load_split; "
+        f"load_split({str(synth_root)!r}, 'train'); print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_generation_is_deterministic_by_seed(tmp_path):

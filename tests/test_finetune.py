@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from icepick.data import Split
-from icepick.finetune import FinetuneConfig, finetune, kd_loss, distillation_loss
+from icepick.finetune import SGD, FinetuneConfig, distillation_loss, finetune, kd_loss
 from icepick.freezing import (
     apply_freezing,
     layer_trainable,
@@ -134,3 +134,42 @@ def test_max_batches_and_early_halt_cut_the_epoch_short():
     cfg = FinetuneConfig(batch_size=16, early_halt=2)
     result = finetune(model, None, split, 0.01, cfg, seed=0, should_stop=lambda: calls.append(1) or len(calls) == 2)
     assert result.halted_early and result.batches == 4 and len(calls) == 2
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 1e-4), (0.0, 1e-4), (0.9, 0.0)])
+def test_our_sgd_makes_torch_optim_sgds_updates(momentum, weight_decay):
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(5, 3, generator=g, requires_grad=True), torch.randn(7, generator=g, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    sgd = SGD(ours, lr=0.05, momentum=momentum, weight_decay=weight_decay)
+    ref = torch.optim.SGD(theirs, lr=0.05, momentum=momentum, weight_decay=weight_decay, foreach=True)
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=g) for p in ours]
+        for a, b, grad in zip(ours, theirs, grads):
+            a.grad, b.grad = grad.clone(), grad.clone()
+        sgd.step()
+        ref.step()
+        sgd.zero_grad()
+        ref.zero_grad(set_to_none=True)
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+            assert a.grad is None
+
+
+def test_fine_tuning_does_not_import_torch_dynamo(tmp_path):
+    """torch._dynamo's import is seconds of every fine-tuning job's start-up on a CPU."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from icepick.data import Split\n"
+        "from icepick.finetune import FinetuneConfig, finetune\n"
+        "from icepick.models import build_model\n"
+        "split = Split(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)\n"
+        "model = build_model('resnet20')\n"
+        "finetune(model, build_model('resnet20'), split, 0.01, FinetuneConfig(batch_size=8), seed=0)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
