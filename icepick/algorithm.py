@@ -24,7 +24,7 @@ from torch import nn
 
 from icepick.config import ConfigError, check_choice, check_int, check_range
 from icepick.data import Split, load_split, split_validation
-from icepick.evaluate import accuracy
+from icepick.evaluate import accuracy, fold_batchnorm
 from icepick.finetune import FinetuneConfig, finetune
 from icepick.freezing import (
     apply_freezing,
@@ -138,12 +138,13 @@ def load_experiment_data(
 
 
 def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
-    """The unpruned pretrained model as a frozen, eval-mode teacher."""
+    """The unpruned pretrained model as a frozen, eval-mode teacher, its BatchNorms folded.
+
+    Folded once here (:func:`icepick.evaluate.fold_batchnorm`: the same function, one pass
+    fewer per layer), so that no fine-tuning of the run folds it again.
+    """
     teacher, _ = load_model(path, device)
-    teacher.eval()
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher
+    return fold_batchnorm(teacher)
 
 
 def step_seed(seed: int, step: int) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 
 from icepick.data import MEMORY_FORMAT, Split, default_eval_batch_size, ensure_cpu_allocator, eval_batches, to_memory_format
 
-__all__ = ["accuracy", "fold_batchnorm"]
+__all__ = ["accuracy", "fold_batchnorm", "has_batchnorm"]
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +38,57 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     random batch, and when they disagree (a model whose BN does not follow its conv) the
     plain eval-mode copy is returned instead. Parameters of the copy do not require grad.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     from icepick.pruning import conv_layers
 
-    plain = copy.deepcopy(model).eval()
-    for param in plain.parameters():
-        param.requires_grad_(False)
-    to_memory_format(plain)
-    folded = copy.deepcopy(plain)
+    folded = _inference_copy(model)
     names = {m: n for n, m in folded.named_modules()}
-    for conv_name, conv, bn in conv_layers(folded):
+    for _, conv, bn in conv_layers(folded):
         if bn is None or not bn.track_running_stats or bn.running_mean is None:
             continue
-        _set_submodule(folded, conv_name, fuse_conv_bn_eval(conv, bn))
+        _fold_into(conv, bn)  # the copy's own conv: changed in place, no further copy
         _set_submodule(folded, names[bn], nn.Identity())
     to_memory_format(folded)
     for param in folded.parameters():
         param.requires_grad_(False)
-    param = next(plain.parameters(), None)
+    param = next(model.parameters(), None)
     if param is None:
-        return plain
+        return folded
     probe = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
     probe = probe.contiguous(memory_format=MEMORY_FORMAT)
-    with torch.inference_mode():
-        want, got = plain(probe), folded(probe)
+    was_training = model.training
+    try:
+        model.eval()  # eval-mode BN reads its statistics and changes nothing
+        with torch.inference_mode():
+            want, got = model(probe), folded(probe)
+    finally:
+        model.train(was_training)
     scale = max(1.0, want.abs().max().item())
     if not torch.allclose(want, got, rtol=1e-3, atol=1e-4 * scale):
         log.warning("folding BatchNorm changed %s's outputs; evaluating it unfolded", type(model).__name__)
-        return plain
+        return _inference_copy(model)
     return folded
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Make ``conv`` compute ``bn(conv(x))`` (eval-mode ``bn``): scale its weight, set its bias."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+    conv.bias = nn.Parameter(shift + (bias - bn.running_mean) * scale, requires_grad=False)
+
+
+def _inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode, channels_last copy of ``model`` whose parameters do not require grad."""
+    copied = copy.deepcopy(model).eval()
+    for param in copied.parameters():
+        param.requires_grad_(False)
+    return to_memory_format(copied)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer (False for a :func:`fold_batchnorm` copy of a CNN)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int | None = None) -> float:

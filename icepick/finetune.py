@@ -33,7 +33,7 @@ from torch import nn
 
 from icepick.config import check_choice, check_int, check_positive, check_range
 from icepick.data import MEMORY_FORMAT, Split, ensure_cpu_allocator, num_train_batches, to_memory_format, train_batches
-from icepick.evaluate import fold_batchnorm
+from icepick.evaluate import fold_batchnorm, has_batchnorm
 from icepick.schedule import one_cycle_factor
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "SGD", "kd_loss", "distillation_loss", "finetune", "autocast"]
@@ -169,7 +169,8 @@ def finetune(
 
     Args:
         model: the (pruned, possibly partly frozen) student; trained in place.
-        teacher: the unpruned model for the KD term (None: cross-entropy only).
+        teacher: the unpruned model for the KD term (None: cross-entropy only); one without
+            BatchNorm (a :func:`~icepick.evaluate.fold_batchnorm` copy, made once per run) is used as it is.
         train: the training split, on the model's device.
         lr: the step's learning rate (the peak of the one-cycle shape).
         cfg: the fine-tuning hyper-parameters.
@@ -184,7 +185,7 @@ def finetune(
     device = next(model.parameters()).device
     ensure_cpu_allocator(device)  # reuse activation memory instead of page-faulting it in every batch
     to_memory_format(model)  # pruning leaves new, contiguous weights: back to channels_last
-    if teacher is not None and cfg.kd_weight:
+    if teacher is not None and cfg.kd_weight and has_batchnorm(teacher):
         teacher = fold_batchnorm(teacher)  # eval mode, BN folded, channels_last: a forward pass only
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
