@@ -186,7 +186,6 @@ def run_experiment(
     Resumes from ``<summary_out>.state.pt`` when a previous attempt with the same config left
     one. Returns the summary dict.
     """
-    import pandas as pd
     from tqdm import tqdm
 
     device = device or torch.device("cpu")
@@ -244,7 +243,7 @@ def run_experiment(
 
     summary = _summary(cfg, rows, acc_orig, dec_orig, trace, model, params_orig, device)
     save_model(model, model_out, {"kind": "pruned", "config": cfg.flat()})
-    write_csv(steps_out, pd.DataFrame(rows, columns=STEP_COLUMNS))
+    write_csv(steps_out, rows, STEP_COLUMNS)
     write_json(summary_out, summary)
     state_path.unlink(missing_ok=True)
     return summary

@@ -254,7 +254,6 @@ def _mobilenetv2(width_mult: float, num_classes: int, widths: Mapping[str, int] 
 
 #: Registry: model name -> constructor(num_classes, widths).
 MODELS: dict[str, Callable[[int, Mapping[str, int] | None], nn.Module]] = {
-    "resnet8": partial(_resnet, 1),
     "resnet14": partial(_resnet, 2),
     "resnet20": partial(_resnet, 3),
     "resnet32": partial(_resnet, 5),

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -316,7 +315,7 @@ def pretrain(
     final_acc = rows[-1]["test_acc"]
     save_model(model, out_model, {"source": "pretrain", "model": cfg.model, "epochs": cfg.epochs,
                                   "test_acc": final_acc, "config": config})
-    write_csv(out_epochs_csv, pd.DataFrame(rows, columns=EPOCH_COLUMNS))
+    write_csv(out_epochs_csv, rows, EPOCH_COLUMNS)
     summary = {"model": cfg.model, "epochs": cfg.epochs, "final_test_acc": final_acc, "seconds": seconds,
                "train_images": len(train), "test_images": len(test),
                "config": config, "provenance": provenance(device)}

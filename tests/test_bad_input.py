@@ -32,7 +32,7 @@ from icepick.pruning import conv_layers, save_model
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
-MODELS = ("'mobilenetv2', 'mobilenetv2_w025', 'mobilenetv2_w050', 'resnet110', 'resnet152', "
+MODELS = ("'mobilenetv2', 'mobilenetv2_w025', 'mobilenetv2_w050', 'resnet110', 'resnet14', 'resnet152', "
           "'resnet20', 'resnet32', 'resnet56'")
 
 

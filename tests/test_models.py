@@ -12,6 +12,7 @@ from icepick.pruning import count_params, model_widths, prunable_blocks
 
 # exact parameter counts with 10 classes (measured once, pinned here)
 EXACT_PARAMS = {
+    "resnet14": 172_506,
     "resnet20": 269_722,
     "resnet32": 464_154,
     "resnet56": 853_018,
@@ -24,7 +25,7 @@ EXACT_PARAMS = {
 # the paper's table (METHOD.md): ~1.73M, ~2.41M, ~2.30M
 PAPER_PARAMS = {"resnet110": 1.73e6, "resnet152": 2.41e6, "mobilenetv2": 2.30e6}
 BLOCKS = {
-    "resnet20": 9, "resnet32": 15, "resnet56": 27, "resnet110": 54, "resnet152": 75,
+    "resnet14": 6, "resnet20": 9, "resnet32": 15, "resnet56": 27, "resnet110": 54, "resnet152": 75,
     "mobilenetv2": 17, "mobilenetv2_w050": 17, "mobilenetv2_w025": 17,
 }
 
