@@ -98,7 +98,8 @@ def render(figures: dict[str, Any]) -> str:
     text = (f"{clock_note(m)}\n\nCommand: `{figures['command']}`\n\n"
             f"{s['model']} pretrained {s['epochs']} epochs on generated data ({s['n_train']} train / {s['n_test']} "
             f"test images, accuracy {s['pretrained_acc']:.1f}%); r = {s['ratio']}; the first {s['steps']} blocks; "
-            "full-epoch fine-tunings in both arms. Speed-up = reference seconds / ours, paired per repeat, "
+            + (f"fine-tunings of {s['max_batches']} batches" if s.get("max_batches") else "full-epoch fine-tunings")
+            + " in both arms. Speed-up = reference seconds / ours, paired per repeat, "
             "median (min-max).\n\n")
     text += markdown_table(["method", "eta", "theta", "steps", "reference s", "ours s", "speed-up",
                             "fine-tunings ref", "fine-tunings ours", "final acc ref / ours"], rows)
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.4)
     p.add_argument("--eta", type=float, default=0.3, help="ICE-Pick's frozen fraction")
     p.add_argument("--theta", type=float, default=1.0, help="ICE-Pick's threshold (points)")
+    p.add_argument("--max-batches", type=int, default=0,
+                   help="batches per fine-tuning in both arms (0: full epochs; the smoke configuration's are short)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("results/benchmarks/perf/work"),
                    help="cache of the data set, pretrained model and trace")
@@ -126,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.repeats < 1 or args.steps < 1:
-        print("benchmarks.pruning_run: error: --repeats and --steps must be >= 1", file=sys.stderr)
+    if args.repeats < 1 or args.steps < 1 or args.max_batches < 0:
+        print("benchmarks.pruning_run: error: --repeats and --steps must be >= 1, --max-batches >= 0", file=sys.stderr)
         return 2
     device = setup(args)
     data_dir, pretrained, trace = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
     frozen = select_frozen({row["layer"]: float(row["score"]) for row in trace["layers"]}, args.eta)
-    ft = FinetuneConfig(early_halt=0)
+    ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches)
     configs = [
         RunConfig(method="icepick", lr_policy="icepick", theta=args.theta, eta=args.eta, ratio=args.ratio,
                   max_steps=args.steps, device=str(device), finetune=ft),
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.pruning_run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(device),
         "setup": {"model": args.model, "epochs": args.epochs, "n_train": args.train, "n_test": args.test,
-                  "ratio": args.ratio, "steps": args.steps, "pretrained_acc": pretrained_acc, "frozen": frozen},
+                  "ratio": args.ratio, "steps": args.steps, "pretrained_acc": pretrained_acc, "frozen": frozen,
+                  "max_batches": args.max_batches},
         "runs": [],
     }
     for cfg in configs:
