@@ -102,7 +102,7 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", type=Path, default=None, help="freeze trace JSON (needed when eta > 0)")
     p.add_argument("--method", default=d.method, help="icepick or baseline")
     p.add_argument("--lr-policy", default=None, help="icepick (Eq. 1) or fixed; default icepick, baseline: fixed")
-    p.add_argument("--theta", type=float, default=d.theta, help="accuracy-drop threshold in points")
+    p.add_argument("--theta", type=float, default=d.theta, help="accuracy-drop threshold in points, -100 to 100 (a negative value fine-tunes at every step; the workflow schema allows >= 0 only)")
     p.add_argument("--eta", type=float, default=d.eta, help="fraction of conv layers frozen")
     p.add_argument("--base", type=float, default=d.base, help="Eq. 1 base / the fixed learning rate")
     p.add_argument("--delta", type=float, default=d.delta, help="Eq. 1 Delta")
