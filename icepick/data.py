@@ -134,14 +134,10 @@ OFFICIAL_MD5: dict[str, str] = {
 }
 
 
-def _official_files() -> list[tuple[str, str]]:
-    return list(OFFICIAL_MD5.items())
-
-
 def _check_official(root: Path) -> None:
     """Raise FileNotFoundError / DataIntegrityError unless every official file is intact."""
     base = root / BASE_FOLDER
-    for name, md5 in _official_files():
+    for name, md5 in OFFICIAL_MD5.items():
         path = base / name
         if not path.is_file():
             raise FileNotFoundError(_missing_message(root, f"{path} is missing"))
@@ -354,7 +350,7 @@ def synth_cifar10(
     base = Path(out) / BASE_FOLDER
     marker = base / MARKER
     first = base / _TRAIN_FILES[0]
-    if first.is_file() and not marker.exists() and _md5(first) == dict(_official_files())[first.name]:
+    if first.is_file() and not marker.exists() and _md5(first) == OFFICIAL_MD5[first.name]:
         raise DataIntegrityError(f"{base} holds the real CIFAR-10; write the generated data set to another folder")
     base.mkdir(parents=True, exist_ok=True)
     if marker.exists():  # files are about to change: the old marker must not vouch for them

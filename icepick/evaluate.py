@@ -38,14 +38,16 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     random batch, and when they disagree (a model whose BN does not follow its conv) the
     plain eval-mode copy is returned instead. Parameters of the copy do not require grad.
     """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     from icepick.pruning import conv_layers
 
     folded = _inference_copy(model)
     names = {m: n for n, m in folded.named_modules()}
-    for _, conv, bn in conv_layers(folded):
+    for conv_name, conv, bn in conv_layers(folded):
         if bn is None or not bn.track_running_stats or bn.running_mean is None:
             continue
-        _fold_into(conv, bn)  # the copy's own conv: changed in place, no further copy
+        _set_submodule(folded, conv_name, fuse_conv_bn_eval(conv, bn))
         _set_submodule(folded, names[bn], nn.Identity())
     to_memory_format(folded)
     for param in folded.parameters():
@@ -67,15 +69,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         log.warning("folding BatchNorm changed %s's outputs; evaluating it unfolded", type(model).__name__)
         return _inference_copy(model)
     return folded
-
-
-def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Make ``conv`` compute ``bn(conv(x))`` (eval-mode ``bn``): scale its weight, set its bias."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
-    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
-    conv.bias = nn.Parameter(shift + (bias - bn.running_mean) * scale, requires_grad=False)
 
 
 def _inference_copy(model: nn.Module) -> nn.Module:
