@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from icepick.records import atomic_path, write_json
+from icepick.records import atomic_path, write_csv, write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -53,3 +53,20 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_its_temporary_is_remo
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", live.name, remote.name])
+
+
+def test_rows_written_without_pandas_are_the_csv_pandas_writes(tmp_path):
+    """The run and pretraining jobs write rows with the csv module; the file is pandas' own."""
+    import pandas as pd
+
+    columns = ["step", "block", "acc", "finetuned", "acc_finetuned", "note"]
+    rows = [
+        {"step": 1, "block": "layer1.0", "acc": 81.2, "finetuned": False, "acc_finetuned": float("nan"), "note": None},
+        {"step": 2, "block": "layer1.1", "acc": 5.599999999999994, "finetuned": True, "acc_finetuned": 83.4,
+         "note": "a, quoted"},
+    ]
+    write_csv(tmp_path / "ours.csv", rows, columns)
+    write_csv(tmp_path / "pandas.csv", pd.DataFrame(rows, columns=columns))
+    assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()
+    with pytest.raises(ValueError, match="columns"):
+        write_csv(tmp_path / "x.csv", rows)
