@@ -25,6 +25,7 @@ __all__ = [
     "random_split",
     "peak_memory_mib",
     "timed",
+    "clock",
     "clock_note",
     "spread",
     "fmt_spread",
@@ -118,6 +119,11 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
     except Exception as err:  # noqa: BLE001 - a missing figure must not stop the timings
         logging.getLogger(__name__).warning("peak memory not measured: %r", err)
         return float("nan")
+
+
+def clock() -> str:
+    """The clock ``setup`` chose: 'wall' or 'cpu'."""
+    return _clock
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:

@@ -1,11 +1,16 @@
 """A whole smoke pruning run, end to end: the pipeline vs a reference loop in the authors' style.
 
 Prepares (once, cached under ``--work``) a generated CIFAR-format data set, a briefly
-pretrained small model and its freeze trace; then runs, alternately in one process,
+pretrained small model and its freeze trace; then runs, alternately,
 
 * ours: ``icepick.algorithm.run_experiment`` (records, state files and all), and
 * the reference: :func:`benchmarks.reference.reference_prune_loop` (DataLoader with PIL
   transforms, teacher with gradients, evaluation after every prune and every fine-tuning),
+
+either in this process (the default: the work of the runs alone) or, with ``--processes``,
+each as a process of its own as a user or the workflow starts it: ``python -m icepick run``
+against ``python -m benchmarks.reference_run`` (imports, reading the data and saving the
+model included; the CPU clock then counts the CPU time of the child processes),
 
 for ICE-Pick (eta > 0, Eq. 1) and the baseline (a fine-tuning after every step, lr 0.001),
 on the same pretrained model, data, frozen layers and pruning steps, and reports the wall
@@ -17,21 +22,26 @@ Example::
 
     python -m benchmarks.pruning_run                       # resnet20, 2000 train / 1000 test images
     python -m benchmarks.pruning_run --steps 2 --repeats 1 --epochs 1   # a quick smoke
+    python -m benchmarks.pruning_run --processes --test 250 --epochs 5 --steps 3 --ratio 0.3 \
+        --theta 4.5 --batch-size 64 --max-batches 2 --threads 1 --clock cpu   # the smoke run's shape
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, clock_note, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
-from benchmarks.reference import reference_prune_loop
+from benchmarks.common import add_common_args, clock, clock_note, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
+from benchmarks.reference import reference_prune_loop, test_loader, train_loader
 from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
 from icepick.data import is_synthetic, load_split, synth_cifar10
 from icepick.finetune import FinetuneConfig
@@ -45,8 +55,8 @@ log = logging.getLogger(__name__)
 
 
 def prepare(work: Path, model: str, n_train: int, n_test: int, epochs: int, device: torch.device,
-            trace_ratio: float = 0.4) -> tuple[Path, Path, dict[str, Any]]:
-    """Data, pretrained model and freeze trace under ``work`` (reused when present)."""
+            trace_ratio: float = 0.4) -> tuple[Path, Path, Path]:
+    """Data folder, pretrained model and freeze trace (paths) under ``work`` (reused when present)."""
     from icepick.algorithm import load_teacher
     from icepick.analysis import freeze_trace
     from icepick.train import PretrainConfig, pretrain
@@ -66,7 +76,7 @@ def prepare(work: Path, model: str, n_train: int, n_test: int, epochs: int, devi
         trace = freeze_trace(net, load_teacher(pretrained, device), train, trace_ratio, 1e-3,
                              FinetuneConfig(early_halt=0), seed=0)
         write_json(trace_path, {"model": model, **trace})
-    return data, pretrained, read_json(trace_path)
+    return data, pretrained, trace_path
 
 
 def _ours(cfg: RunConfig, pretrained: Path, data_dir: Path, trace: dict[str, Any], device: torch.device) -> dict:
@@ -80,8 +90,53 @@ def _ours(cfg: RunConfig, pretrained: Path, data_dir: Path, trace: dict[str, Any
 def _reference(cfg: RunConfig, pretrained: Path, data_dir: Path, frozen: list[str], device: torch.device) -> dict:
     train, test = load_split(data_dir, "train", device), load_split(data_dir, "test", device)
     model, _ = load_model(pretrained, device)
-    return reference_prune_loop(model, train, test, cfg.ratio, cfg.theta, cfg.method, frozen, cfg.max_steps,
-                                cfg.finetune.max_batches, cfg.base, cfg.seed, device)
+    tr, te = train_loader(train, cfg.finetune.batch_size, cfg.seed), test_loader(test)
+    return reference_prune_loop(model, tr, te, cfg.ratio, cfg.theta, cfg.method, frozen, cfg.max_steps,
+                                cfg.finetune.max_batches, cfg.base, device)
+
+
+def _process_args(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path, out: Path) -> list[str]:
+    """The options both processes share (same names in ``icepick run`` and ``benchmarks.reference_run``)."""
+    args = ["--pretrained", str(pretrained), "--data", str(data_dir), "--method", cfg.method,
+            "--ratio", str(cfg.ratio), "--theta", str(cfg.theta), "--eta", str(cfg.eta), "--base", str(cfg.base),
+            "--max-steps", str(cfg.max_steps), "--max-batches", str(cfg.finetune.max_batches),
+            "--batch-size", str(cfg.finetune.batch_size), "--seed", str(cfg.seed), "--device", cfg.device,
+            "--threads", str(torch.get_num_threads()), "--model-out", str(out / "pruned.pt"),
+            "--summary-out", str(out / "summary.json")]
+    return args + (["--trace", str(trace_path)] if cfg.eta > 0 else [])
+
+
+def _run_process(argv: list[str], log_path: Path) -> float:
+    """Run a child process to its end; seconds on the benchmark's clock (wall, or the child's CPU time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with open(log_path, "w") as log_file:
+        code = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, check=False).returncode
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} failed ({code}); its output:\n{log_path.read_text()[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return cpu if clock() == "cpu" else wall
+
+
+def _ours_process(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path) -> tuple[dict, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        argv = [sys.executable, "-m", "icepick", "run", *_process_args(cfg, pretrained, data_dir, trace_path, out),
+                "--lr-policy", cfg.lr_policy, "--early-halt", str(cfg.finetune.early_halt),
+                "--steps-out", str(out / "steps.csv"), "--no-progress"]
+        seconds = _run_process(argv, out / "log.txt")
+        return read_json(out / "summary.json"), seconds
+
+
+def _reference_process(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path) -> tuple[dict, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        argv = [sys.executable, "-m", "benchmarks.reference_run",
+                *_process_args(cfg, pretrained, data_dir, trace_path, out)]
+        seconds = _run_process(argv, out / "log.txt")
+        return read_json(out / "summary.json"), seconds
 
 
 def render(figures: dict[str, Any]) -> str:
@@ -99,8 +154,10 @@ def render(figures: dict[str, Any]) -> str:
             f"{s['model']} pretrained {s['epochs']} epochs on generated data ({s['n_train']} train / {s['n_test']} "
             f"test images, accuracy {s['pretrained_acc']:.1f}%); r = {s['ratio']}; the first {s['steps']} blocks; "
             + (f"fine-tunings of {s['max_batches']} batches" if s.get("max_batches") else "full-epoch fine-tunings")
-            + " in both arms. Speed-up = reference seconds / ours, paired per repeat, "
-            "median (min-max).\n\n")
+            + f" of batch {s.get('batch_size', 128)} in both arms; "
+            + ("each run a process of its own (`python -m icepick run` vs `python -m benchmarks.reference_run`), "
+               "timed end to end" if s.get("mode") == "processes" else "both arms in one process")
+            + ". Speed-up = reference seconds / ours, paired per repeat, median (min-max).\n\n")
     text += markdown_table(["method", "eta", "theta", "steps", "reference s", "ours s", "speed-up",
                             "fine-tunings ref", "fine-tunings ours", "final acc ref / ours"], rows)
     return text
@@ -119,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, default=1.0, help="ICE-Pick's threshold (points)")
     p.add_argument("--max-batches", type=int, default=0,
                    help="batches per fine-tuning in both arms (0: full epochs; the smoke configuration's are short)")
+    p.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch in both arms")
+    p.add_argument("--processes", action="store_true",
+                   help="run each arm as a process of its own (python -m icepick run vs python -m "
+                        "benchmarks.reference_run): end to end, start-up, reading the data and saving included")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("results/benchmarks/perf/work"),
                    help="cache of the data set, pretrained model and trace")
@@ -133,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.pruning_run: error: --repeats and --steps must be >= 1, --max-batches >= 0", file=sys.stderr)
         return 2
     device = setup(args)
-    data_dir, pretrained, trace = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
+    data_dir, pretrained, trace_path = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
+    trace = read_json(trace_path)
     frozen = select_frozen({row["layer"]: float(row["score"]) for row in trace["layers"]}, args.eta)
-    ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches)
+    ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches, batch_size=args.batch_size)
     configs = [
         RunConfig(method="icepick", lr_policy="icepick", theta=args.theta, eta=args.eta, ratio=args.ratio,
                   max_steps=args.steps, device=str(device), finetune=ft),
@@ -152,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(device),
         "setup": {"model": args.model, "epochs": args.epochs, "n_train": args.train, "n_test": args.test,
                   "ratio": args.ratio, "steps": args.steps, "pretrained_acc": pretrained_acc, "frozen": frozen,
-                  "max_batches": args.max_batches},
+                  "max_batches": args.max_batches, "batch_size": args.batch_size,
+                  "mode": "processes" if args.processes else "in-process"},
         "runs": [],
     }
     for cfg in configs:
@@ -163,13 +226,19 @@ def main(argv: list[str] | None = None) -> int:
             arms = ["reference", "ours"] if rep % 2 == 0 else ["ours", "reference"]
             for arm in arms:
                 torch.manual_seed(cfg.seed)
-                if arm == "ours":
+                if arm == "ours" and args.processes:
+                    summary, sec = _ours_process(cfg, pretrained, data_dir, trace_path)
+                elif arm == "ours":
                     summary, sec = timed(lambda: _ours(cfg, pretrained, data_dir, trace, device), device)
+                elif args.processes:
+                    result, sec = _reference_process(cfg, pretrained, data_dir, trace_path)
+                else:
+                    result, sec = timed(lambda: _reference(cfg, pretrained, data_dir, layers, device), device)
+                if arm == "ours":
                     run["ours_seconds"].append(sec)
                     run["ours_finetunes"].append(summary["n_finetunes"])
                     run["ours_final_acc"] = summary["final_acc"]
                 else:
-                    result, sec = timed(lambda: _reference(cfg, pretrained, data_dir, layers, device), device)
                     run["reference_seconds"].append(sec)
                     run["reference_finetunes"].append(result["n_finetunes"])
                     run["reference_final_acc"] = result["final_acc"]
@@ -178,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["runs"].append(run)
         print(f"{cfg.method}: reference/ours {fmt_spread(run['speedup'])}", flush=True)
     text = render(figures)
-    json_path, md_path = write_outputs(args.out, "pruning_run", figures, text)
+    name = "pruning_run_processes" if args.processes else "pruning_run"
+    json_path, md_path = write_outputs(args.out, name, figures, text)
     print(text)
     print(f"wrote {json_path} and {md_path}")
     return 0

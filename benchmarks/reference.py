@@ -23,6 +23,8 @@ models were trained on).
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,12 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from icepick.data import CIFAR10_MEAN, CIFAR10_STD, Split
+from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MARKER, Split
 from icepick.pruning import conv_layers, prunable_blocks, prune_block
 from icepick.schedule import step_lr
 
 __all__ = [
     "ArrayCIFAR10",
+    "cifar10_datasets",
     "train_loader",
     "test_loader",
     "make_teacher",
@@ -75,19 +78,46 @@ def _transforms(augment: bool):
     return T.Compose(steps + [T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
 
 
-def train_loader(split: Split, batch_size: int = 128, seed: int = 0) -> DataLoader:
-    """The authors' training loader: PIL transforms with augmentation, shuffled, no workers."""
+def cifar10_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
+    """torchvision's ``CIFAR10`` train and test sets under ``root`` with the authors' transforms.
+
+    The files must be there (``download=False``). torchvision checks every file's md5 against
+    the official list; for a set ``icepick.data.synth_cifar10`` generated, against the md5s
+    its marker file records (the same check, other sums).
+    """
+    from torchvision.datasets import CIFAR10
+
+    cls = CIFAR10
+    marker = Path(root) / BASE_FOLDER / MARKER
+    if marker.exists():
+        files = json.loads(marker.read_text())["files"]
+        cls = type("GeneratedCIFAR10", (CIFAR10,), {
+            "train_list": [[f"data_batch_{i}", files[f"data_batch_{i}"]] for i in range(1, 6)],
+            "test_list": [["test_batch", files["test_batch"]]],
+            "meta": {**CIFAR10.meta, "md5": files[CIFAR10.meta["filename"]]},
+        })
+    return (cls(str(root), train=True, transform=_transforms(True), download=False),
+            cls(str(root), train=False, transform=_transforms(False), download=False))
+
+
+def train_loader(data: Split | Dataset, batch_size: int = 128, seed: int = 0) -> DataLoader:
+    """The authors' training loader: PIL transforms with augmentation, shuffled, no workers.
+
+    ``data``: a split (wrapped in :class:`ArrayCIFAR10` with the augmenting transforms) or a
+    dataset that applies them itself (:func:`cifar10_datasets`).
+    """
+    dataset = ArrayCIFAR10(data, _transforms(True)) if isinstance(data, Split) else data
     return DataLoader(
-        ArrayCIFAR10(split, _transforms(True)), batch_size=batch_size, shuffle=True, num_workers=0,
+        dataset, batch_size=batch_size, shuffle=True, num_workers=0,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
     )
 
 
-def test_loader(split: Split, batch_size: int = 128) -> DataLoader:
-    """The authors' test loader: no augmentation, in order, batch 128."""
+def test_loader(data: Split | Dataset, batch_size: int = 128) -> DataLoader:
+    """The authors' test loader: no augmentation, in order, batch 128 (``data`` as in :func:`train_loader`)."""
+    dataset = ArrayCIFAR10(data, _transforms(False)) if isinstance(data, Split) else data
     return DataLoader(
-        ArrayCIFAR10(split, _transforms(False)), batch_size=batch_size, shuffle=False, num_workers=0,
-        pin_memory=torch.cuda.is_available(),
+        dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -146,8 +176,8 @@ def reference_accuracy(model: nn.Module, loader: DataLoader, device: torch.devic
 
 def reference_prune_loop(
     model: nn.Module,
-    train: Split,
-    test: Split,
+    tr: DataLoader,
+    te: DataLoader,
     ratio: float,
     theta: float,
     method: str = "icepick",
@@ -155,7 +185,6 @@ def reference_prune_loop(
     max_steps: int = 0,
     max_batches: int = 0,
     base_lr: float = 1e-3,
-    seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict:
     """Algorithm 1 (or the baseline) in the authors' style; returns what it did.
@@ -165,9 +194,9 @@ def reference_prune_loop(
     validated after every prune and again after each fine-tuning; every fine-tuning runs
     its full epoch (or ``max_batches``), at Eq. 1's rate (ICE-Pick) or ``base_lr`` (baseline).
     Pruning itself is the pipeline's ``prune_block`` (the same work for both arms).
+    ``tr`` and ``te``: the training and test loaders (:func:`train_loader`, :func:`test_loader`).
     """
     teacher = make_teacher(model)
-    tr, te = train_loader(train, seed=seed), test_loader(test)
     params_orig = sum(p.numel() for p in model.parameters())
     acc_orig = reference_accuracy(model, te, device)
     blocks = [name for name, _ in prunable_blocks(model)]

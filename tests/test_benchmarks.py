@@ -143,7 +143,54 @@ def test_reference_loader_renders_the_authors_transforms():
     assert reference_accuracy(model, test_loader(split, 8)) == pytest.approx(accuracy(model, split), abs=5.01)
 
 
-@pytest.mark.parametrize("module", ["benchmarks.finetune", "benchmarks.freezing", "benchmarks.pruning_run"])
+def test_reference_reads_the_data_through_torchvisions_cifar10(synth_root, synth_splits):
+    """The per-process reference reads the generated set with torchvision's reader (its md5 check
+    passing on the marker's sums), the same images the pipeline reads."""
+    from benchmarks.reference import cifar10_datasets
+
+    train_set, test_set = cifar10_datasets(synth_root)
+    for dataset, split in zip((train_set, test_set), synth_splits):
+        assert torch.equal(torch.from_numpy(dataset.data).permute(0, 3, 1, 2), split.images)
+        assert list(dataset.targets) == split.labels.tolist()
+    x, y = test_set[0]
+    assert x.shape == (3, 32, 32) and y == synth_splits[1].labels[0].item()
+
+
+def test_reference_run_prunes_and_fine_tunes_as_asked(synth_root, tmp_path):
+    """The reference's whole run as a command: the baseline fine-tunes after every step; the
+    pruned model is smaller; the summary states the decisions."""
+    from benchmarks.reference_run import main
+    from icepick.pruning import count_params, load_model, save_model
+
+    model = build_model("resnet20")
+    save_model(model, tmp_path / "m.pt", {"kind": "pretrained"})
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--pretrained", str(tmp_path / "m.pt"), "--data", str(synth_root), "--method", "baseline",
+                     "--ratio", "0.5", "--max-steps", "2", "--max-batches", "1", "--batch-size", "8",
+                     "--device", "cpu", "--threads", "1", "--model-out", str(tmp_path / "p.pt"),
+                     "--summary-out", str(tmp_path / "s.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["n_steps"], summary["n_finetunes"]) == (2, 2)
+    pruned, _ = load_model(tmp_path / "p.pt")
+    assert count_params(pruned) < count_params(model)
+
+
+def test_reference_run_needs_a_trace_to_freeze(synth_root, tmp_path, capsys):
+    from benchmarks.reference_run import main
+    from icepick.pruning import save_model
+
+    save_model(build_model("resnet20"), tmp_path / "m.pt", {"kind": "pretrained"})
+    code = main(["--pretrained", str(tmp_path / "m.pt"), "--data", str(synth_root), "--eta", "0.3",
+                 "--model-out", str(tmp_path / "p.pt"), "--summary-out", str(tmp_path / "s.json")])
+    assert code == 2 and "--trace" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["benchmarks.finetune", "benchmarks.freezing", "benchmarks.pruning_run",
+                                    "benchmarks.reference_run"])
 def test_benchmark_scripts_have_help(module, capsys):
     import importlib
 
