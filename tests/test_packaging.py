@@ -1,5 +1,6 @@
 """The project installs what it uses, the same way through pip and conda, and has a CLI."""
 
+import os
 import re
 import subprocess
 import sys
@@ -37,3 +38,23 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0]
     assert "make test" in ci
+
+
+def test_the_command_line_process_ends_with_all_its_output_written(tmp_path, capsys):
+    """`python -m icepick` ends its process without Python's teardown; what it printed and
+    logged is all there first (stdout to a file is block-buffered, so nothing may be lost)."""
+    from icepick.cli import main
+
+    args = ["cost", "--configfile", str(ROOT / "config" / "smoke.yaml")]
+    assert main(args) == 0
+    expected = capsys.readouterr().out
+    out_file = tmp_path / "out.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as in a workflow job
+    with open(out_file, "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "icepick", *args], stdout=out, stderr=subprocess.PIPE,
+                              text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert out_file.read_text() == expected and len(expected) > 1000
+    failed = subprocess.run([sys.executable, "-m", "icepick", "cost", "--configfile", str(tmp_path / "missing.yaml")],
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "missing.yaml" in failed.stderr
