@@ -27,9 +27,34 @@ COMMAND_MODULES = (
     "icepick.commands.cost",
 )
 
+# Which module registers each subcommand (a test holds this equal to what they register), so
+# that a command imports only its own module: the report commands never import torch.
+COMMANDS = {
+    "data": "icepick.commands.data",
+    "pretrain": "icepick.commands.pretrain",
+    "trace": "icepick.commands.prune",
+    "run": "icepick.commands.prune",
+    "weight-shift": "icepick.commands.prune",
+    "aggregate": "icepick.commands.report",
+    "table": "icepick.commands.report",
+    "figure": "icepick.commands.report",
+    "claims": "icepick.commands.report",
+    "cost": "icepick.commands.cost",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand."""
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option), or None."""
+    return next((token for token in argv if not token.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser: with the subcommand ``argv`` names only, else with every subcommand.
+
+    Each command module imports what its commands need (torch for training, pandas for the
+    reports); registering only the named command's module keeps the others' imports out
+    of the process (``import torch`` alone is about three seconds of CPU).
+    """
     parser = argparse.ArgumentParser(
         prog="icepick",
         description="ICE-Pick (Iterative Cost-Efficient Pruning): pretrain, trace, prune and report.",
@@ -37,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"icepick {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    command = _command_name(argv or [])
+    modules = [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
@@ -76,8 +103,8 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
         command = f"icepick {args.command}" if getattr(args, "command", None) else "icepick"
