@@ -45,7 +45,7 @@ from benchmarks.reference import reference_prune_loop, test_loader, train_loader
 from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
 from icepick.data import is_synthetic, load_split, synth_cifar10
 from icepick.finetune import FinetuneConfig
-from icepick.freezing import select_frozen
+from icepick.freezing import select_frozen, trace_scores
 from icepick.pruning import load_model
 from icepick.records import read_json, write_json
 
@@ -120,21 +120,15 @@ def _run_process(argv: list[str], log_path: Path) -> float:
     return cpu if clock() == "cpu" else wall
 
 
-def _ours_process(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path) -> tuple[dict, float]:
+def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path) -> tuple[dict, float]:
+    """One run of ``arm`` ('ours' or 'reference') as a process: (its summary, seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        argv = [sys.executable, "-m", "icepick", "run", *_process_args(cfg, pretrained, data_dir, trace_path, out),
-                "--lr-policy", cfg.lr_policy, "--early-halt", str(cfg.finetune.early_halt),
-                "--steps-out", str(out / "steps.csv"), "--no-progress"]
-        seconds = _run_process(argv, out / "log.txt")
-        return read_json(out / "summary.json"), seconds
-
-
-def _reference_process(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path) -> tuple[dict, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        argv = [sys.executable, "-m", "benchmarks.reference_run",
+        argv = [sys.executable, "-m", *(["icepick", "run"] if arm == "ours" else ["benchmarks.reference_run"]),
                 *_process_args(cfg, pretrained, data_dir, trace_path, out)]
+        if arm == "ours":
+            argv += ["--lr-policy", cfg.lr_policy, "--early-halt", str(cfg.finetune.early_halt),
+                     "--steps-out", str(out / "steps.csv"), "--no-progress"]
         seconds = _run_process(argv, out / "log.txt")
         return read_json(out / "summary.json"), seconds
 
@@ -196,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     device = setup(args)
     data_dir, pretrained, trace_path = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
     trace = read_json(trace_path)
-    frozen = select_frozen({row["layer"]: float(row["score"]) for row in trace["layers"]}, args.eta)
+    frozen = select_frozen(trace_scores(trace), args.eta)
     ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches, batch_size=args.batch_size)
     configs = [
         RunConfig(method="icepick", lr_policy="icepick", theta=args.theta, eta=args.eta, ratio=args.ratio,
@@ -226,22 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             arms = ["reference", "ours"] if rep % 2 == 0 else ["ours", "reference"]
             for arm in arms:
                 torch.manual_seed(cfg.seed)
-                if arm == "ours" and args.processes:
-                    summary, sec = _ours_process(cfg, pretrained, data_dir, trace_path)
+                if args.processes:
+                    result, sec = _arm_process(arm, cfg, pretrained, data_dir, trace_path)
                 elif arm == "ours":
-                    summary, sec = timed(lambda: _ours(cfg, pretrained, data_dir, trace, device), device)
-                elif args.processes:
-                    result, sec = _reference_process(cfg, pretrained, data_dir, trace_path)
+                    result, sec = timed(lambda: _ours(cfg, pretrained, data_dir, trace, device), device)
                 else:
                     result, sec = timed(lambda: _reference(cfg, pretrained, data_dir, layers, device), device)
-                if arm == "ours":
-                    run["ours_seconds"].append(sec)
-                    run["ours_finetunes"].append(summary["n_finetunes"])
-                    run["ours_final_acc"] = summary["final_acc"]
-                else:
-                    run["reference_seconds"].append(sec)
-                    run["reference_finetunes"].append(result["n_finetunes"])
-                    run["reference_final_acc"] = result["final_acc"]
+                run[f"{arm}_seconds"].append(sec)
+                run[f"{arm}_finetunes"].append(result["n_finetunes"])
+                run[f"{arm}_final_acc"] = result["final_acc"]
                 log.info("%s repeat %d: %s %.1fs", cfg.method, rep + 1, arm, sec)
         run["speedup"] = spread([r / o for r, o in zip(run["reference_seconds"], run["ours_seconds"])])
         figures["runs"].append(run)

@@ -17,16 +17,15 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from benchmarks.reference import cifar10_datasets, reference_prune_loop, test_loader, train_loader
-from icepick.freezing import select_frozen
+from icepick.freezing import select_frozen, trace_scores
 from icepick.pruning import load_model, save_model
-from icepick.records import resolve_device
+from icepick.records import read_json, resolve_device, write_json
 
 __all__ = ["build_parser", "main"]
 
@@ -66,14 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.trace is None:
             print("benchmarks.reference_run: error: --eta > 0 needs --trace", file=sys.stderr)
             return 2
-        trace = json.loads(args.trace.read_text())
-        frozen = select_frozen({row["layer"]: float(row["score"]) for row in trace["layers"]}, args.eta)
+        frozen = select_frozen(trace_scores(read_json(args.trace)), args.eta)
     result = reference_prune_loop(
         model, train_loader(train_set, args.batch_size, args.seed), test_loader(test_set), args.ratio, args.theta,
         args.method, frozen, args.max_steps, args.max_batches, args.base, device,
     )
     save_model(model, args.model_out, {"kind": "pruned"})
-    args.summary_out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.summary_out, result)
     return 0
 
 

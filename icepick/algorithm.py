@@ -31,6 +31,7 @@ from icepick.freezing import (
     frozen_batchnorms_to_eval,
     layer_trainable,
     select_frozen,
+    trace_scores,
     trainable_fraction,
     training_macs_per_sample,
 )
@@ -161,8 +162,7 @@ def _frozen_layers(cfg: RunConfig, trace: dict[str, Any] | None) -> list[str]:
         return []
     if trace is None:
         raise ConfigError(f"eta: {cfg.eta} freezes layers, which needs a freeze trace (--trace trace.json)")
-    scores = {row["layer"]: float(row["score"]) for row in trace["layers"]}
-    return select_frozen(scores, cfg.eta)
+    return select_frozen(trace_scores(trace), cfg.eta)
 
 
 def _should_finetune(cfg: RunConfig, drop: float) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -23,6 +24,7 @@ __all__ = [
     "weight_l2",
     "layer_shifts",
     "select_frozen",
+    "trace_scores",
     "apply_freezing",
     "frozen_batchnorms_to_eval",
     "trainable_fraction",
@@ -64,6 +66,12 @@ def select_frozen(scores: Mapping[str, float], eta: float) -> list[str]:
     ranked = sorted(range(len(names)), key=lambda i: (scores[names[i]], i))
     chosen = set(ranked[:count])
     return [name for i, name in enumerate(names) if i in chosen]
+
+
+def trace_scores(trace: Mapping[str, Any]) -> dict[str, float]:
+    """Layer name -> weight-shift score, in forward order, from a freeze trace record
+    (``icepick trace``'s JSON: ``{"layers": [{"layer": ..., "score": ...}, ...]}``)."""
+    return {row["layer"]: float(row["score"]) for row in trace["layers"]}
 
 
 def apply_freezing(model: nn.Module, frozen: Sequence[str]) -> None:

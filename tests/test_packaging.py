@@ -1,5 +1,6 @@
 """The project installs what it uses, the same way through pip and conda, and has a CLI."""
 
+import json
 import os
 import re
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,9 +76,14 @@ def test_each_subcommand_is_registered_by_the_module_the_cli_imports_for_it():
     assert registered == COMMANDS
 
 
-def test_the_report_commands_do_not_import_torch():
-    """A table or figure job starts in a fraction of a second instead of paying `import torch`."""
-    code = ("import sys; from icepick.cli import build_parser; from icepick.commands.report import _reporting; "
-            "build_parser(['table']); _reporting(); print('torch' in sys.modules, 'pandas' in sys.modules)")
+@pytest.mark.parametrize("command, absent, present", [
+    ("table", ["torch"], ["pandas"]),  # a table or figure job never pays `import torch`
+    ("run", ["pandas", "torchvision"], ["torch"]),  # a pruning run never pays for the reports
+])
+def test_a_command_imports_only_what_it_needs(command, absent, present):
+    code = ("import json, sys; from icepick.cli import build_parser; "
+            f"build_parser([{command!r}]); "
+            f"print(json.dumps({{m: m in sys.modules for m in {absent + present!r}}}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "True"]
+    loaded = json.loads(out)
+    assert not any(loaded[m] for m in absent) and all(loaded[m] for m in present), loaded

@@ -20,6 +20,10 @@ import argparse
 import logging
 from pathlib import Path
 
+import pandas as pd
+
+from icepick import reporting
+
 __all__ = ["register"]
 
 log = logging.getLogger(__name__)
@@ -33,20 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_claims(subparsers)
 
 
-def _reporting():  # imported when a report command runs, not when any job builds the parser
-    from icepick import reporting
-
-    return reporting
-
-
 # ---------------------------------------------------------------- shared arguments
 
 
 def _role(text: str) -> tuple[str, str]:
     model, sep, role = text.partition("=")
-    if not sep or not model or role not in _reporting().PAPER_MODELS:
+    if not sep or not model or role not in reporting.PAPER_MODELS:
         raise argparse.ArgumentTypeError(
-            f"--paper-role takes OURS=PAPER with PAPER one of {', '.join(_reporting().PAPER_MODELS)}, not {text!r}")
+            f"--paper-role takes OURS=PAPER with PAPER one of {', '.join(reporting.PAPER_MODELS)}, not {text!r}")
     return model, role
 
 
@@ -60,9 +58,7 @@ def _roles(args: argparse.Namespace) -> dict[str, str]:
     return dict(args.paper_role or [])
 
 
-def _read_csv(path: Path) -> "pd.DataFrame":  # noqa: F821
-    import pandas as pd
-
+def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -103,28 +99,28 @@ def _register_aggregate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _aggregate_runs(args: argparse.Namespace) -> int:
-    runs, steps = _reporting().aggregate_runs(args.summaries, args.steps, group=args.group)
-    _reporting().write_table(args.runs_out, runs)
-    _reporting().write_table(args.steps_out, steps)
+    runs, steps = reporting.aggregate_runs(args.summaries, args.steps, group=args.group)
+    reporting.write_table(args.runs_out, runs)
+    reporting.write_table(args.steps_out, steps)
     log.info("aggregated %d runs (%d steps) into %s", len(runs), len(steps), args.runs_out)
     return 0
 
 
 def _aggregate_merge(args: argparse.Namespace) -> int:
-    runs, steps = _reporting().merge_aggregates([_read_csv(p) for p in args.runs], [_read_csv(p) for p in args.steps])
-    _reporting().write_table(args.runs_out, runs)
-    _reporting().write_table(args.steps_out, steps)
+    runs, steps = reporting.merge_aggregates([_read_csv(p) for p in args.runs], [_read_csv(p) for p in args.steps])
+    reporting.write_table(args.runs_out, runs)
+    reporting.write_table(args.steps_out, steps)
     log.info("merged into %d runs (%d steps): %s", len(runs), len(steps), args.runs_out)
     return 0
 
 
 def _aggregate_pretrain(args: argparse.Namespace) -> int:
-    _reporting().write_table(args.out, _reporting().aggregate_pretrain(args.summaries))
+    reporting.write_table(args.out, reporting.aggregate_pretrain(args.summaries))
     return 0
 
 
 def _aggregate_weight_shift(args: argparse.Namespace) -> int:
-    _reporting().write_table(args.out, _reporting().aggregate_weight_shift(args.inputs))
+    reporting.write_table(args.out, reporting.aggregate_weight_shift(args.inputs))
     return 0
 
 
@@ -147,18 +143,18 @@ def _register_table(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _table1(args: argparse.Namespace) -> int:
-    table = _reporting().table1(_read_csv(args.runs), _roles(args), args.models)
-    _reporting().write_text(args.out, _reporting().table1_latex(table))
+    table = reporting.table1(_read_csv(args.runs), _roles(args), args.models)
+    reporting.write_text(args.out, reporting.table1_latex(table))
     if args.csv_out:
-        _reporting().write_table(args.csv_out, table)
+        reporting.write_table(args.csv_out, table)
     return 0
 
 
 def _time_savings(args: argparse.Namespace) -> int:
-    table = _reporting().time_savings(_read_csv(args.runs), _roles(args), args.models)
-    _reporting().write_text(args.out, _reporting().time_savings_latex(table))
+    table = reporting.time_savings(_read_csv(args.runs), _roles(args), args.models)
+    reporting.write_text(args.out, reporting.time_savings_latex(table))
     if args.csv_out:
-        _reporting().write_table(args.csv_out, table)
+        reporting.write_table(args.csv_out, table)
     return 0
 
 
@@ -203,22 +199,22 @@ def _add_figure_out(p: argparse.ArgumentParser) -> None:
 
 
 def _fig_weight_shift(args: argparse.Namespace) -> int:
-    _reporting().plot_weight_shift(_read_csv(args.weight_shift), args.out, args.png, args.models)
+    reporting.plot_weight_shift(_read_csv(args.weight_shift), args.out, args.png, args.models)
     return 0
 
 
 def _fig_accuracy(args: argparse.Namespace) -> int:
-    _reporting().plot_accuracy(_read_csv(args.runs), _read_csv(args.steps), args.out, args.png, args.models, _roles(args))
+    reporting.plot_accuracy(_read_csv(args.runs), _read_csv(args.steps), args.out, args.png, args.models, _roles(args))
     return 0
 
 
 def _fig_thresholds(args: argparse.Namespace) -> int:
-    _reporting().plot_thresholds(_read_csv(args.runs), args.out, args.png, args.models)
+    reporting.plot_thresholds(_read_csv(args.runs), args.out, args.png, args.models)
     return 0
 
 
 def _fig_lr_schedule(args: argparse.Namespace) -> int:
-    _reporting().plot_lr_schedule(args.out, args.png, args.base, args.delta, args.p, args.beta)
+    reporting.plot_lr_schedule(args.out, args.png, args.base, args.delta, args.p, args.beta)
     return 0
 
 
@@ -239,10 +235,10 @@ def _register_claims(subparsers: argparse._SubParsersAction) -> None:
 def _claims(args: argparse.Namespace) -> int:
     shift = _read_csv(args.weight_shift) if args.weight_shift else None
     pretrain = _read_csv(args.pretrain) if args.pretrain else None
-    table = _reporting().claims(_read_csv(args.runs), shift, pretrain, _roles(args), args.models)
-    _reporting().write_text(args.out, _reporting().claims_markdown(table, _roles(args)))
+    table = reporting.claims(_read_csv(args.runs), shift, pretrain, _roles(args), args.models)
+    reporting.write_text(args.out, reporting.claims_markdown(table, _roles(args)))
     if args.csv_out:
-        _reporting().write_table(args.csv_out, table)
+        reporting.write_table(args.csv_out, table)
     counts = table["holds"].value_counts()
     log.info("%d claims: %d hold, %d do not, %d n/a", len(table), counts.get("yes", 0), counts.get("no", 0),
              counts.get("n/a", 0))
