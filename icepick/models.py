@@ -92,23 +92,26 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """CIFAR ResNet of depth 6n+2: stem, three stages of ``n`` BasicBlocks (16/32/64), pool, linear.
 
-    Blocks are named ``layer{1,2,3}.{i}``.
+    Blocks are named ``layer{1,2,3}.{i}``. ``base`` scales the stage widths (8 gives 8/16/32:
+    the same depth at a quarter of the MACs, for CPU runs).
     """
 
-    def __init__(self, n: int, num_classes: int = 10, widths: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, n: int, num_classes: int = 10, widths: Mapping[str, int] | None = None, base: int = 16
+    ) -> None:
         super().__init__()
         widths = dict(widths or {})
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        in_planes = 16
-        for stage, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+        self.conv1 = nn.Conv2d(3, base, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(base)
+        in_planes = base
+        for stage, (planes, stride) in enumerate(((base, 1), (2 * base, 2), (4 * base, 2)), start=1):
             blocks = []
             for i in range(n):
                 name = f"layer{stage}.{i}"
                 blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, widths.pop(name, None)))
                 in_planes = planes
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-        self.linear = nn.Linear(64, num_classes)
+        self.linear = nn.Linear(4 * base, num_classes)
         _check_no_unknown_widths(widths, self)
         _init_weights(self)
 
@@ -244,8 +247,8 @@ def _check_widths(widths: Mapping[str, int] | None) -> dict[str, int] | None:
     return out
 
 
-def _resnet(n: int, num_classes: int, widths: Mapping[str, int] | None) -> nn.Module:
-    return CifarResNet(n, num_classes, widths)
+def _resnet(n: int, num_classes: int, widths: Mapping[str, int] | None, base: int = 16) -> nn.Module:
+    return CifarResNet(n, num_classes, widths, base)
 
 
 def _mobilenetv2(width_mult: float, num_classes: int, widths: Mapping[str, int] | None) -> nn.Module:
@@ -260,6 +263,9 @@ MODELS: dict[str, Callable[[int, Mapping[str, int] | None], nn.Module]] = {
     "resnet56": partial(_resnet, 9),
     "resnet110": partial(_resnet, 18),
     "resnet152": partial(_resnet, 25),
+    "resnet56_w050": partial(_resnet, 9, base=8),  # the paper's depths at half width (8/16/32)
+    "resnet110_w050": partial(_resnet, 18, base=8),
+    "resnet152_w050": partial(_resnet, 25, base=8),
     "mobilenetv2": partial(_mobilenetv2, 1.0),
     "mobilenetv2_w050": partial(_mobilenetv2, 0.5),
     "mobilenetv2_w025": partial(_mobilenetv2, 0.25),

@@ -32,8 +32,8 @@ from icepick.pruning import conv_layers, save_model
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
-MODELS = ("'mobilenetv2', 'mobilenetv2_w025', 'mobilenetv2_w050', 'resnet110', 'resnet14', 'resnet152', "
-          "'resnet20', 'resnet32', 'resnet56'")
+MODELS = ("'mobilenetv2', 'mobilenetv2_w025', 'mobilenetv2_w050', 'resnet110', 'resnet110_w050', 'resnet14', "
+          "'resnet152', 'resnet152_w050', 'resnet20', 'resnet32', 'resnet56', 'resnet56_w050'")
 
 
 def _pattern(expected: str) -> re.Pattern:
