@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from icepick.data import Split
-from icepick.records import resolve_device, synchronize
+from icepick.runtime import configure_backends, resolve_device, synchronize
 
 __all__ = [
     "add_common_args",
@@ -55,10 +55,7 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_backends(device)
     _clock = "wall" if device.type == "cuda" else getattr(args, "clock", "wall")
     return device
 

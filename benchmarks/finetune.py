@@ -30,7 +30,8 @@ from benchmarks.common import (
     add_common_args, clock_note, fmt_spread, machine, markdown_table, peak_memory_mib, random_split, setup, spread, timed, write_outputs,
 )
 from benchmarks.reference import make_teacher, reference_accuracy, reference_finetune, test_loader, train_loader
-from icepick.data import Split, eval_batches, keep_cpu_allocations, train_batches
+from icepick.data import Split, eval_batches, train_batches
+from icepick.runtime import keep_cpu_allocations
 from icepick.evaluate import accuracy
 from icepick.finetune import FinetuneConfig, distillation_loss, finetune
 from icepick.models import build_model
@@ -147,7 +148,7 @@ def _our_eval(model, split, device):
 
 
 REFERENCE = Arm("reference", "the authors' loop (glibc's default allocator policy)", make_teacher, _ref_ft, _ref_eval)
-OURS = Arm("ours", "C allocator keeps freed blocks (icepick.data.keep_cpu_allocations)", _our_teacher,
+OURS = Arm("ours", "C allocator keeps freed blocks (icepick.runtime.keep_cpu_allocations)", _our_teacher,
            _our_ft, _our_eval, keep_allocations=True)
 INTERMEDIATE = [
     Arm("+data", "device-resident batches, no DataLoader/PIL (train and eval, eval batch 128)", make_teacher,

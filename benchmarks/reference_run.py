@@ -25,7 +25,8 @@ import torch
 from benchmarks.reference import cifar10_datasets, reference_prune_loop, test_loader, train_loader
 from icepick.freezing import select_frozen, trace_scores
 from icepick.pruning import load_model, save_model
-from icepick.records import read_json, resolve_device, write_json
+from icepick.records import read_json, write_json
+from icepick.runtime import resolve_device
 
 __all__ = ["build_parser", "main"]
 

@@ -44,7 +44,8 @@ from icepick.pruning import (
     prune_block,
     save_model,
 )
-from icepick.records import provenance, read_json, synchronize, write_csv, write_json
+from icepick.records import provenance, read_json, write_csv, write_json
+from icepick.runtime import synchronize
 from icepick.schedule import LR_POLICIES, _check_eq1, step_lr
 
 __all__ = ["RunConfig", "ExperimentData", "load_experiment_data", "run_experiment", "load_teacher", "step_seed"]

@@ -19,7 +19,7 @@ from icepick.config import check_int, check_positive, check_range
 from icepick.finetune import FinetuneConfig, finetune
 from icepick.freezing import layer_shifts, layer_trainable, training_macs_per_sample, weight_l1, weight_l2
 from icepick.pruning import layer_macs, prunable_blocks, prune_block
-from icepick.records import synchronize
+from icepick.runtime import synchronize
 
 __all__ = ["shift_trace", "freeze_trace", "weight_shift_table"]
 

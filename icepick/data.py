@@ -61,11 +61,6 @@ __all__ = [
     "num_train_batches",
     "eval_batches",
     "normalize",
-    "MEMORY_FORMAT",
-    "to_memory_format",
-    "keep_cpu_allocations",
-    "ensure_cpu_allocator",
-    "default_eval_batch_size",
 ]
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
@@ -85,11 +80,6 @@ _TGZ_MD5 = "c58f30108f718f92721af3b95e74349a"
 _DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation; an offline machine fails at DNS at once
 _PAD = 4  # random-crop zero padding (pixels), the published CIFAR recipe
 
-#: Memory format of models and batches on the hot path (fine-tuning, evaluation).
-#: channels_last (NHWC) lets oneDNN on CPUs and cuDNN on GPUs pick their fastest convolution
-#: and batch-norm kernels: on a 2-core CPU it roughly halves ResNet training time (see
-#: docs/performance.md). Values are the same; only the float rounding may differ.
-MEMORY_FORMAT = torch.channels_last
 
 
 class DataIntegrityError(ValueError):
@@ -546,70 +536,6 @@ def normalize(images: torch.Tensor, memory_format: torch.memory_format = torch.c
     scale, shift = _norm_constants(images.device)
     out = images.contiguous(memory_format=memory_format).to(torch.float32)
     return out.mul_(scale).add_(shift)
-
-
-# glibc's mallopt parameters (malloc.h) and the values used below
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP = (1 << 30, 1 << 31)  # mmap threshold 1 GiB, trim threshold 2 GiB
-_GLIBC_STEADY = (32 << 20, 64 << 20)  # where glibc's dynamic thresholds end up (64-bit): its default
-_allocator_kept: bool | None = None  # None: never set in this process
-
-
-def keep_cpu_allocations(enable: bool = True) -> bool:
-    """Let the C allocator keep and reuse large blocks instead of returning them to the OS.
-
-    A training or evaluation batch allocates and frees the same large activation tensors
-    again and again. glibc serves blocks above its mmap threshold (at most 32 MiB) with a
-    fresh ``mmap`` and unmaps them on free, so every batch pays page faults and the kernel's
-    zeroing of those pages: on a 2-core CPU, evaluation at batch 1000 ran at half the speed
-    of batch 128 for that reason alone (docs/performance.md). Raising the mmap and trim
-    thresholds (1 GiB, 2 GiB) keeps such blocks in the heap for reuse; the process's
-    resident memory then stays near its peak instead of shrinking between batches.
-
-    ``enable=False`` sets glibc's own steady state (32 MiB, 64 MiB) back. Process-wide; a no-op
-    returning False where the C library is not glibc. Returns whether the setting took.
-    """
-    global _allocator_kept
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mmap, trim = _KEEP if enable else _GLIBC_STEADY
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim) == 1
-    except (OSError, AttributeError):
-        return False
-    _allocator_kept = enable
-    return ok
-
-
-def ensure_cpu_allocator(device: torch.device) -> None:
-    """On a CPU, :func:`keep_cpu_allocations` once per process unless it was already set (either way)."""
-    if torch.device(device).type == "cpu" and _allocator_kept is None:
-        keep_cpu_allocations(True)
-
-
-def default_eval_batch_size(device: torch.device) -> int:
-    """Evaluation batch for ``device``: 1000 on a GPU (fewer launches), 128 on a CPU.
-
-    On a CPU a large batch buys nothing (each convolution is already big enough to keep
-    the cores busy) and its activations spill out of the caches: 128 measured as fast as
-    any larger batch, and faster for the MobileNets.
-    """
-    return 1000 if torch.device(device).type == "cuda" else 128
-
-
-def to_memory_format(module: torch.nn.Module, memory_format: torch.memory_format = MEMORY_FORMAT) -> torch.nn.Module:
-    """Put every 4-d parameter and buffer of ``module`` in ``memory_format``, in place; returns it.
-
-    The parameter objects stay the same (only their storage layout changes), so an optimizer
-    built before still sees them. Nearly free when they already are in that format; call it
-    again after pruning, which creates new, contiguous parameters.
-    """
-    return module.to(memory_format=memory_format)
 
 
 def num_train_batches(split: Split | int, batch_size: int = 128, drop_last: bool = False) -> int:

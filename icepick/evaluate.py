@@ -14,7 +14,8 @@ import logging
 import torch
 from torch import nn
 
-from icepick.data import MEMORY_FORMAT, Split, default_eval_batch_size, ensure_cpu_allocator, eval_batches, to_memory_format
+from icepick.data import Split, eval_batches
+from icepick.runtime import MEMORY_FORMAT, default_eval_batch_size, ensure_cpu_allocator, to_memory_format
 
 __all__ = ["accuracy", "fold_batchnorm", "has_batchnorm"]
 
@@ -89,7 +90,7 @@ def accuracy(model: nn.Module, split: Split, batch_size: int | None = None) -> f
 
     Runs an inference copy (:func:`fold_batchnorm`) on channels_last batches under inference
     mode. ``batch_size`` None (or 0) picks the device's best
-    (:func:`icepick.data.default_eval_batch_size`: 1000 on a GPU, 128 on a CPU); the accuracy
+    (:func:`icepick.runtime.default_eval_batch_size`: 1000 on a GPU, 128 on a CPU); the accuracy
     does not depend on it.
     """
     ensure_cpu_allocator(split.device)

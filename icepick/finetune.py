@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from icepick.config import check_choice, check_int, check_positive, check_range
-from icepick.data import MEMORY_FORMAT, Split, ensure_cpu_allocator, num_train_batches, to_memory_format, train_batches
+from icepick.data import Split, num_train_batches, train_batches
 from icepick.evaluate import fold_batchnorm, has_batchnorm
+from icepick.runtime import MEMORY_FORMAT, autocast, ensure_cpu_allocator, to_memory_format
 from icepick.schedule import one_cycle_factor
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "SGD", "kd_loss", "distillation_loss", "finetune", "autocast"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "SGD", "kd_loss", "distillation_loss", "finetune"]
 
 LR_SHAPES = ("constant", "one_cycle")
 PRECISIONS = ("fp32", "bf16")
@@ -138,13 +139,6 @@ def distillation_loss(
     if weight:
         loss = loss + weight * kd_loss(student_logits, teacher_logits, temperature)
     return loss
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when asked for, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _batches(split: Split, cfg: FinetuneConfig, seed: int) -> tuple[Iterator, int]:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,6 @@ __all__ = [
     "read_json",
     "write_csv",
     "provenance",
-    "resolve_device",
-    "synchronize",
-    "set_threads",
 ]
 
 
@@ -188,50 +185,3 @@ def provenance(device: Any = None) -> dict[str, Any]:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
-
-def resolve_device(name: str = "auto") -> "torch.device":
-    """Map a config value ('auto', 'cpu', 'cuda', 'cuda:1') to a torch.device.
-
-    'auto' picks CUDA when it is available. Asking for CUDA on a machine without it raises
-    a ValueError that says so instead of failing later inside torch.
-    """
-    import torch
-
-    from icepick.config import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"device: {name!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: {name!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
-    return device
-
-
-def synchronize(device: Any) -> None:
-    """Wait for queued GPU work so that a clock reading covers it (no-op on the CPU)."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def set_threads(threads: int | None) -> None:
-    """Set torch's intra-op thread count (Snakemake passes its ``threads``)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
-def timed(fn: Callable[[], Any], device: Any) -> tuple[Any, float]:
-    """Run ``fn`` and return (result, seconds), synchronising the device before each reading."""
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - start

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from icepick.config import ConfigError, check_choice, check_int, check_positive, check_range
-from icepick.data import Split, load_split, subset, to_memory_format, train_batches
+from icepick.data import Split, load_split, subset, train_batches
 from icepick.evaluate import accuracy
-from icepick.records import atomic_path, provenance, resolve_device, set_threads, synchronize, write_csv, write_json
+from icepick.records import atomic_path, provenance, write_csv, write_json
+from icepick.runtime import autocast, resolve_device, set_threads, synchronize, to_memory_format
 
 __all__ = [
     "PretrainConfig",
@@ -203,8 +204,6 @@ def _train_epoch(
     device: torch.device,
 ) -> tuple[float, float]:
     """One epoch of SGD; returns (mean training loss, training accuracy in percent)."""
-    from icepick.finetune import autocast
-
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)

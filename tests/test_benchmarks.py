@@ -17,15 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the benchmarks package lives beside icepick/, not inside it
     sys.path.insert(0, str(ROOT))
 
-from icepick.data import (  # noqa: E402
-    MEMORY_FORMAT,
-    Split,
-    default_eval_batch_size,
-    keep_cpu_allocations,
-    normalize,
-    train_batches,
-)
+from icepick.data import Split, normalize, train_batches  # noqa: E402
 from icepick.evaluate import accuracy, fold_batchnorm  # noqa: E402
+from icepick.runtime import MEMORY_FORMAT  # noqa: E402
 from icepick.finetune import FinetuneConfig, distillation_loss, finetune  # noqa: E402
 from icepick.models import build_model  # noqa: E402
 
@@ -110,12 +104,6 @@ def test_accuracy_leaves_the_model_as_it_was():
         plain = (model(normalize(split.images)).argmax(1) == split.labels).float().mean().item() * 100
     assert acc == pytest.approx(plain, abs=100 / 300 + 1e-9)  # at most one borderline image apart
     assert accuracy(model, split, 7) == acc  # the batch size does not matter
-
-
-def test_allocator_policy_and_eval_batch_defaults():
-    assert isinstance(keep_cpu_allocations(True), bool)
-    assert default_eval_batch_size(torch.device("cpu")) == 128
-    assert default_eval_batch_size(torch.device("cuda")) == 1000
 
 
 def test_freezing_benchmark_layouts_and_theory():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
+
 
 from icepick.devices import claim_for_job
-from icepick.records import resolve_device, set_threads
+from icepick.runtime import configure_backends, resolve_device, set_threads
 
 __all__ = ["add_device_args", "setup_device", "seed_int"]
 
@@ -46,7 +46,7 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                              "else every visible GPU); see icepick.devices")
 
 
-def setup_device(args: argparse.Namespace) -> torch.device:
+def setup_device(args: argparse.Namespace) -> "torch.device":  # noqa: F821
     """Claim a GPU slot, resolve --device, set threads, enable cuDNN autotuning and TF32 on GPUs.
 
     With --device auto or cuda on a machine with GPUs, the job first claims a free GPU slot
@@ -58,8 +58,5 @@ def setup_device(args: argparse.Namespace) -> torch.device:
     set_threads(args.threads)
     claim_for_job(args.device, getattr(args, "gpu_slots", None))
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_backends(device)
     return device

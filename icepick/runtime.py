@@ -1,0 +1,149 @@
+"""Where and how the work runs: the device, threads, GPU backend settings, arithmetic
+precision, memory layout, the CPU allocator policy and the evaluation batch size.
+
+Everything about the machine that the method's modules need, in one place: they ask this
+module for a device, a memory format or an autocast context, and never set backend flags
+themselves. Nothing here changes a result beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from icepick.config import ConfigError
+
+__all__ = [
+    "MEMORY_FORMAT",
+    "resolve_device",
+    "synchronize",
+    "set_threads",
+    "configure_backends",
+    "autocast",
+    "to_memory_format",
+    "keep_cpu_allocations",
+    "ensure_cpu_allocator",
+    "default_eval_batch_size",
+]
+
+#: Memory format of models and batches on the hot path (fine-tuning, evaluation).
+#: channels_last (NHWC) lets oneDNN on CPUs and cuDNN on GPUs pick their fastest convolution
+#: and batch-norm kernels: on a 2-core CPU it roughly halves ResNet training time (see
+#: docs/performance.md). Values are the same; only the float rounding may differ.
+MEMORY_FORMAT = torch.channels_last
+
+
+# glibc's mallopt parameters (malloc.h) and the values used below
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP = (1 << 30, 1 << 31)  # mmap threshold 1 GiB, trim threshold 2 GiB
+_GLIBC_STEADY = (32 << 20, 64 << 20)  # where glibc's dynamic thresholds end up (64-bit): its default
+_allocator_kept: bool | None = None  # None: never set in this process
+
+
+def keep_cpu_allocations(enable: bool = True) -> bool:
+    """Let the C allocator keep and reuse large blocks instead of returning them to the OS.
+
+    A training or evaluation batch allocates and frees the same large activation tensors
+    again and again. glibc serves blocks above its mmap threshold (at most 32 MiB) with a
+    fresh ``mmap`` and unmaps them on free, so every batch pays page faults and the kernel's
+    zeroing of those pages: on a 2-core CPU, evaluation at batch 1000 ran at half the speed
+    of batch 128 for that reason alone (docs/performance.md). Raising the mmap and trim
+    thresholds (1 GiB, 2 GiB) keeps such blocks in the heap for reuse; the process's
+    resident memory then stays near its peak instead of shrinking between batches.
+
+    ``enable=False`` sets glibc's own steady state (32 MiB, 64 MiB) back. Process-wide; a no-op
+    returning False where the C library is not glibc. Returns whether the setting took.
+    """
+    global _allocator_kept
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mmap, trim = _KEEP if enable else _GLIBC_STEADY
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim) == 1
+    except (OSError, AttributeError):
+        return False
+    _allocator_kept = enable
+    return ok
+
+
+def ensure_cpu_allocator(device: torch.device) -> None:
+    """On a CPU, :func:`keep_cpu_allocations` once per process unless it was already set (either way)."""
+    if torch.device(device).type == "cpu" and _allocator_kept is None:
+        keep_cpu_allocations(True)
+
+
+def default_eval_batch_size(device: torch.device) -> int:
+    """Evaluation batch for ``device``: 1000 on a GPU (fewer launches), 128 on a CPU.
+
+    On a CPU a large batch buys nothing (each convolution is already big enough to keep
+    the cores busy) and its activations spill out of the caches: 128 measured as fast as
+    any larger batch, and faster for the MobileNets.
+    """
+    return 1000 if torch.device(device).type == "cuda" else 128
+
+
+def to_memory_format(module: torch.nn.Module, memory_format: torch.memory_format = MEMORY_FORMAT) -> torch.nn.Module:
+    """Put every 4-d parameter and buffer of ``module`` in ``memory_format``, in place; returns it.
+
+    The parameter objects stay the same (only their storage layout changes), so an optimizer
+    built before still sees them. Nearly free when they already are in that format; call it
+    again after pruning, which creates new, contiguous parameters.
+    """
+    return module.to(memory_format=memory_format)
+
+
+
+
+def resolve_device(name: str = "auto") -> "torch.device":
+    """Map a config value ('auto', 'cpu', 'cuda', 'cuda:1') to a torch.device.
+
+    'auto' picks CUDA when it is available. Asking for CUDA on a machine without it raises
+    a ValueError that says so instead of failing later inside torch.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {name!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {name!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
+    return device
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued GPU work so that a clock reading covers it (no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op thread count (Snakemake passes its ``threads``)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+
+
+def configure_backends(device: torch.device) -> None:
+    """Backend settings of a job on ``device``: on a GPU, cuDNN autotuning and TF32."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when asked for, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
