@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, clock_note, fmt_spread, machine, markdown_table, random_split, setup, spread, timed, write_outputs
+from benchmarks.common import add_common_args, clock_note, machine, markdown_table, random_split, setup, spread, timed, write_outputs
 from icepick.finetune import FinetuneConfig, finetune
 from icepick.freezing import apply_freezing, layer_trainable, training_macs_per_sample
 from icepick.models import build_model

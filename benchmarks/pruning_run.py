@@ -42,11 +42,12 @@ import torch
 
 from benchmarks.common import add_common_args, clock, clock_note, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
 from benchmarks.reference import reference_prune_loop, test_loader, train_loader
-from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
+from icepick.algorithm import RunConfig, run_experiment
+from icepick.data import load_experiment_data
 from icepick.data import is_synthetic, load_split, synth_cifar10
 from icepick.finetune import FinetuneConfig
 from icepick.freezing import select_frozen, trace_scores
-from icepick.pruning import load_model
+from icepick.model_files import load_model
 from icepick.records import read_json, write_json
 
 __all__ = ["prepare", "main"]

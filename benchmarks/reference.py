@@ -1,7 +1,7 @@
 """The reference: fine-tuning and evaluation written the way the authors' public code does it.
 
 A benchmark baseline only, never used by the pipeline. It renders the facts listed in
-METHOD.md ("The authors' loop, as facts") and nothing slower than that code really is:
+docs/method.md ("The authors' loop, as facts") and nothing slower than that code really is:
 
 * data: a torchvision-style dataset that turns each uint8 image into a PIL image and runs
   ``RandomHorizontalFlip, RandomCrop(32, 4), ToTensor, Normalize``; a ``DataLoader`` with

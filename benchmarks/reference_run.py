@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.reference import cifar10_datasets, reference_prune_loop, test_loader, train_loader
 from icepick.freezing import select_frozen, trace_scores
-from icepick.pruning import load_model, save_model
+from icepick.model_files import load_model, save_model
 from icepick.records import read_json, write_json
 from icepick.runtime import resolve_device
 

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +24,33 @@ import torch
 from torch import nn
 
 from icepick.config import ConfigError, check_choice, check_int, check_range
-from icepick.data import Split, load_split, split_validation
-from icepick.evaluate import accuracy, fold_batchnorm
-from icepick.finetune import FinetuneConfig, finetune
+from icepick.data import ExperimentData, check_classes
+from icepick.evaluate import correct_count, fold_batchnorm, percent
+from icepick.finetune import FinetuneConfig, finetune, finetune_batches, step_seed
 from icepick.freezing import (
+    FREEZE_LAYERS,
     apply_freezing,
+    choose_frozen,
     frozen_batchnorms_to_eval,
     layer_trainable,
-    select_frozen,
     trace_scores,
     trainable_fraction,
     training_macs_per_sample,
 )
-from icepick.pruning import (
-    count_macs,
-    count_params,
-    layer_macs,
-    load_model,
-    prunable_blocks,
-    prune_block,
-    save_model,
-)
+from icepick.model_files import load_model, save_model
+from icepick.pruning import count_macs, count_params, layer_macs, prunable_blocks, prune_block
 from icepick.records import provenance, read_json, write_csv, write_json
 from icepick.runtime import synchronize
-from icepick.schedule import LR_POLICIES, _check_eq1, step_lr
+from icepick import schedule
+from icepick.schedule import LR_POLICIES, check_eq1, step_lr
 
-__all__ = ["RunConfig", "ExperimentData", "load_experiment_data", "run_experiment", "load_teacher", "step_seed"]
+__all__ = [
+    "RunConfig",
+    "run_experiment",
+    "load_teacher",
+    "drop_reaches_theta",
+    "STEP_COLUMNS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,17 @@ class RunConfig:
     eta: float = 0.0  # fraction of conv layers frozen
     ratio: float = 0.4  # r: fraction of each block's filters pruned
     seed: int = 0
-    base: float = 1e-3  # Eq. 1 base (also the fixed rate)
-    delta: float = 7.5e-4  # Eq. 1 Delta
-    p: float = 0.12  # Eq. 1 p
-    beta: float = 50.0  # Eq. 1 beta
+    base: float = schedule.BASE  # Eq. 1 base (also the fixed rate)
+    delta: float = schedule.DELTA  # Eq. 1 Delta
+    p: float = schedule.P  # Eq. 1 p
+    beta: float = schedule.BETA  # Eq. 1 beta
     decision_split: str = "test"  # where the threshold is checked: 'test' (paper) or 'val'
     val_size: int = 5000  # images held out of the training set when decision_split = 'val'
     val_seed: int = 0  # the held-out split is the same for every run seed
     freeze_bn_stats: bool = False  # keep frozen layers' BN statistics fixed (code: they update)
+    freeze_layers: str = "blocks"  # layers the trace scores for freezing: 'blocks' (authors' trace) or 'all' convs
     max_steps: int = 0  # prune only the first N blocks (0 = all); for quick runs
     eval_batch_size: int = 0  # test batch; 0 = the device's best (1000 on a GPU, 128 on a CPU)
-    device: str = "auto"
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -86,7 +88,8 @@ class RunConfig:
         check_range("eta", self.eta, 0.0, 1.0, high_open=True)
         check_range("ratio", self.ratio, 0.0, 1.0, low_open=True, high_open=True)
         check_int("seed", self.seed, 0)
-        _check_eq1(self.base, self.delta, self.p, self.beta)
+        check_eq1(self.base, self.delta, self.p, self.beta)
+        check_choice("freeze_layers", self.freeze_layers, FREEZE_LAYERS)
         check_choice("decision_split", self.decision_split, DECISION_SPLITS)
         check_int("val_size", self.val_size, 1)
         check_int("val_seed", self.val_seed, 0)
@@ -97,6 +100,11 @@ class RunConfig:
                 raise ConfigError(f"eta: {self.eta} is not allowed for method 'baseline', which freezes nothing; use 0")
             if self.lr_policy != "fixed":
                 raise ConfigError("lr_policy: the baseline fine-tunes at the fixed rate; use 'fixed'")
+            if self.finetune.lr_shape != "constant":
+                raise ConfigError(
+                    f"lr_shape: {self.finetune.lr_shape!r} is not allowed for method 'baseline', which fine-tunes "
+                    "at a constant rate (the paper's fixed lr 0.001); use 'constant'"
+                )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
@@ -116,29 +124,6 @@ class RunConfig:
         return values
 
 
-@dataclass
-class ExperimentData:
-    """The splits of one experiment, on the device: train, the test split, and the decision split."""
-
-    train: Split
-    test: Split
-    decision: Split
-
-
-def load_experiment_data(
-    data_dir: str | Path, device: torch.device, decision_split: str = "test", val_size: int = 5000, val_seed: int = 0
-) -> ExperimentData:
-    """Load CIFAR-format data; with decision_split 'val', hold ``val_size`` images out of training."""
-    train = load_split(data_dir, "train", device)
-    test = load_split(data_dir, "test", device)
-    if decision_split == "val":
-        if val_size >= len(train):
-            raise ConfigError(f"val_size: {val_size} must be smaller than the training set ({len(train)} images)")
-        train, val = split_validation(train, val_size, val_seed)
-        return ExperimentData(train, test, val)
-    return ExperimentData(train, test, test)
-
-
 def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
     """The unpruned pretrained model as a frozen, eval-mode teacher, its BatchNorms folded.
 
@@ -149,26 +134,50 @@ def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
     return fold_batchnorm(teacher)
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The data seed of fine-tuning at ``step`` of a run with ``seed``: distinct and reproducible."""
-    return seed * 1_000_003 + step
-
-
 def _state_path(summary_out: Path) -> Path:
     return summary_out.with_name(summary_out.name + ".state.pt")
 
 
-def _frozen_layers(cfg: RunConfig, trace: dict[str, Any] | None) -> list[str]:
+def _frozen_layers(cfg: RunConfig, trace: dict[str, Any] | None, model: nn.Module) -> list[str]:
     if cfg.method == "baseline" or cfg.eta == 0:
         return []
     if trace is None:
         raise ConfigError(f"eta: {cfg.eta} freezes layers, which needs a freeze trace (--trace trace.json)")
-    return select_frozen(trace_scores(trace), cfg.eta)
+    return choose_frozen(model, trace_scores(trace), cfg.eta, cfg.freeze_layers)
 
 
-def _should_finetune(cfg: RunConfig, drop: float) -> bool:
-    """Line 6 of Algorithm 1: fine-tune when the drop is at least theta (the baseline: always)."""
-    return cfg.method == "baseline" or drop >= cfg.theta
+def drop_reaches_theta(correct_orig: int, correct: int, total: int, theta: float) -> bool:
+    """Line 6 of Algorithm 1, ``acc_orig - acc >= theta``, decided exactly on counts of correct images.
+
+    ``(correct_orig - correct) / total * 100 >= theta`` is evaluated in rational arithmetic with
+    theta read as the decimal it is written as, so a drop of exactly theta (150 of 10,000
+    images at theta 1.5) always counts, whatever float rounding would make of the accuracies.
+    """
+    return Fraction(correct_orig - correct) * 100 >= Fraction(repr(float(theta))) * total
+
+
+def _should_finetune(cfg: RunConfig, correct_orig: int, correct: int, total: int) -> bool:
+    """Fine-tune when the drop is at least theta (the baseline: always)."""
+    return cfg.method == "baseline" or drop_reaches_theta(correct_orig, correct, total, cfg.theta)
+
+
+def _check_halt_interval(ft_cfg: FinetuneConfig, n_train: int) -> None:
+    """An early-halt interval given in batches must be shorter than one fine-tuning."""
+    batches = finetune_batches(n_train, ft_cfg)
+    if ft_cfg.early_halt >= 1 and int(ft_cfg.early_halt) >= batches:
+        raise ConfigError(
+            f"early_halt: {int(ft_cfg.early_halt)} batches is not shorter than one fine-tuning "
+            f"({batches} batch{'es' if batches != 1 else ''} of {ft_cfg.batch_size} here), so it would never check; "
+            "give a fraction of an epoch such as 0.25, or 0 for full epochs"
+        )
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """The unpruned model's correct-image counts on the test and decision splits."""
+
+    test_correct: int
+    decision_correct: int
 
 
 def run_experiment(
@@ -195,35 +204,41 @@ def run_experiment(
     # Eval-mode BN and the baseline/ICE-Pick switch happen per step; the teacher never changes.
     teacher = load_teacher(pretrained, device)
     model, _ = load_model(pretrained, device)
-    frozen = _frozen_layers(cfg, trace)
+    check_classes(model, data.info, pretrained)
+    frozen = _frozen_layers(cfg, trace, model)
     if cfg.method == "baseline":
         ft_cfg = dataclasses.replace(cfg.finetune, early_halt=0)
     else:
         ft_cfg = cfg.finetune
+    _check_halt_interval(ft_cfg, len(data.train))
     blocks = [name for name, _ in prunable_blocks(model)]
     n_steps = min(len(blocks), cfg.max_steps) if cfg.max_steps else len(blocks)
     params_orig = count_params(model)
+    # every fine-tuning batch also runs the teacher's forward pass (the KD term)
+    teacher_macs = count_macs(teacher) if ft_cfg.kd_weight else 0
 
     pretrained_digest = _file_digest(pretrained)
     state = _load_state(state_path, cfg, pretrained_digest, device)
     if state is not None:
         model, meta = state
         rows: list[dict[str, Any]] = meta["rows"]
-        acc_orig, dec_orig, elapsed = meta["acc_orig"], meta["decision_acc_orig"], meta["elapsed"]
+        ref, elapsed = _Reference(meta["test_correct_orig"], meta["decision_correct_orig"]), meta["elapsed"]
         log.info("resuming %s from step %d of %d", summary_out, len(rows), n_steps)
     else:
         rows = []
-        acc_orig = accuracy(model, data.test, cfg.eval_batch_size)
-        dec_orig = acc_orig if data.decision is data.test else accuracy(model, data.decision, cfg.eval_batch_size)
+        test_correct = correct_count(model, data.test, cfg.eval_batch_size)
+        same = data.decision is data.test
+        ref = _Reference(test_correct, test_correct if same else correct_count(model, data.decision, cfg.eval_batch_size))
         elapsed = 0.0
     log.info("unpruned accuracy %.2f%% (decision split %.2f%%); %d steps; frozen %d layers",
-             acc_orig, dec_orig, n_steps, len(frozen))
+             percent(ref.test_correct, len(data.test)), percent(ref.decision_correct, len(data.decision)),
+             n_steps, len(frozen))
 
     bar = tqdm(total=n_steps, initial=len(rows), desc=f"{cfg.method} r={cfg.ratio} eta={cfg.eta}",
                unit="step", disable=not show_progress)
     for step in range(len(rows) + 1, n_steps + 1):
         row = _run_step(cfg, ft_cfg, model, teacher, data, frozen, step, blocks[step - 1],
-                        params_orig, dec_orig, device)
+                        params_orig, ref, device, teacher_macs)
         elapsed += row["t_step"]
         row["t_cumulative"] = elapsed
         row["train_macs_cumulative"] = row["train_macs"] + (rows[-1]["train_macs_cumulative"] if rows else 0)
@@ -235,14 +250,14 @@ def run_experiment(
         )
         save_model(model, state_path, {
             "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained),
-            "pretrained_sha256": pretrained_digest, "rows": rows,
-            "acc_orig": acc_orig, "decision_acc_orig": dec_orig, "elapsed": elapsed,
+            "pretrained_sha256": pretrained_digest, "rows": rows, "test_correct_orig": ref.test_correct,
+            "decision_correct_orig": ref.decision_correct, "elapsed": elapsed,
         })
         bar.update(1)
         bar.set_postfix(acc=f"{row['acc']:.2f}", ft=sum(r["finetuned"] for r in rows))
     bar.close()
 
-    summary = _summary(cfg, rows, acc_orig, dec_orig, trace, model, params_orig, device)
+    summary = _summary(cfg, rows, ref, data, trace, len(frozen), model, params_orig, teacher_macs, device)
     save_model(model, model_out, {"kind": "pruned", "config": cfg.flat()})
     write_csv(steps_out, rows, STEP_COLUMNS)
     write_json(summary_out, summary)
@@ -251,9 +266,10 @@ def run_experiment(
 
 
 STEP_COLUMNS = [
-    "step", "block", "params", "alpha", "macs", "acc_pruned", "decision_acc", "drop", "finetuned", "lr",
-    "ft_batches", "ft_samples", "halted_early", "acc_finetuned", "acc", "eval_samples", "t_prune", "t_test",
-    "t_finetune", "t_step", "t_cumulative", "trainable_fraction", "train_macs", "train_macs_cumulative",
+    "step", "block", "params", "alpha", "macs", "acc_pruned", "decision_acc", "decision_correct", "drop",
+    "finetuned", "lr", "ft_batches", "ft_samples", "halted_early", "acc_finetuned", "acc", "eval_samples",
+    "t_prune", "t_test", "t_finetune", "t_step", "t_cumulative", "report_samples", "t_report",
+    "trainable_fraction", "train_macs", "train_macs_cumulative",
 ]
 
 
@@ -267,56 +283,77 @@ def _run_step(
     step: int,
     block: str,
     params_orig: int,
-    dec_orig: float,
+    ref: _Reference,
     device: torch.device,
+    teacher_macs: int,
 ) -> dict[str, Any]:
-    """Prune one block, test, and fine-tune if the drop calls for it. Returns the step's record."""
+    """Prune one block, test, and fine-tune if the drop calls for it. Returns the step's record.
+
+    The method's time is prune + test + fine-tune. With a held-out decision split, the passes
+    over the test split that only report the accuracy are timed apart (``t_report``).
+    """
+    bs = cfg.eval_batch_size
+    same = data.decision is data.test
+    n_dec = len(data.decision)
     clock = _Clock(device)
     prune_block(model, block, cfg.ratio)
     apply_freezing(model, frozen)  # pruning made new parameters: freeze them again by name
     t_prune = clock.lap()
 
-    acc_pruned = accuracy(model, data.test, cfg.eval_batch_size)
-    same = data.decision is data.test
-    decision_acc = acc_pruned if same else accuracy(model, data.decision, cfg.eval_batch_size)
-    eval_samples = len(data.test) + (0 if same else len(data.decision))
+    decision_correct = correct_count(model, data.decision, bs)
+    eval_samples, report_samples, t_report = n_dec, 0, 0.0
     t_test = clock.lap()
+    if same:
+        test_correct = decision_correct
+    else:
+        test_correct = correct_count(model, data.test, bs)
+        report_samples += len(data.test)
+        t_report += clock.lap()
 
-    drop = dec_orig - decision_acc
+    acc_pruned = percent(test_correct, len(data.test))
     params = count_params(model)
     alpha = params / params_orig
     row: dict[str, Any] = {
         "step": step, "block": block, "params": params, "alpha": alpha, "macs": count_macs(model),
-        "acc_pruned": acc_pruned, "decision_acc": decision_acc, "drop": drop, "finetuned": False, "lr": 0.0,
-        "ft_batches": 0, "ft_samples": 0, "halted_early": False, "acc_finetuned": float("nan"),
-        "acc": acc_pruned, "trainable_fraction": trainable_fraction(model), "train_macs": 0,
+        "acc_pruned": acc_pruned, "decision_acc": percent(decision_correct, n_dec),
+        "decision_correct": decision_correct, "drop": percent(ref.decision_correct - decision_correct, n_dec),
+        "finetuned": False, "lr": 0.0, "ft_batches": 0, "ft_samples": 0, "halted_early": False,
+        "acc_finetuned": float("nan"), "acc": acc_pruned, "trainable_fraction": trainable_fraction(model),
+        "train_macs": 0,
     }
     clock.lap()  # bookkeeping above is not the method's time
     t_finetune = 0.0
-    if _should_finetune(cfg, drop):
+    if _should_finetune(cfg, ref.decision_correct, decision_correct, n_dec):
         policy = "fixed" if cfg.method == "baseline" else cfg.lr_policy
         lr = step_lr(policy, alpha, cfg.base, cfg.delta, cfg.p, cfg.beta)
-        checks: list[float] = []
+        checks: list[int] = []
 
         def should_stop() -> bool:  # Figure 1, case (4): stop once the loss is below theta
-            checks.append(accuracy(model, data.decision, cfg.eval_batch_size))
-            return dec_orig - checks[-1] < cfg.theta
+            checks.append(correct_count(model, data.decision, bs))
+            return not drop_reaches_theta(ref.decision_correct, checks[-1], n_dec, cfg.theta)
 
         on_train = (lambda m: frozen_batchnorms_to_eval(m, frozen)) if cfg.freeze_bn_stats else None
         result = finetune(model, teacher, data.train, lr, ft_cfg, step_seed(cfg.seed, step), should_stop, on_train)
-        if result.halted_early and same:
-            acc_ft = checks[-1]
-        else:
-            acc_ft = accuracy(model, data.test, cfg.eval_batch_size)
+        eval_samples += len(checks) * n_dec
+        if same and result.halted_early:
+            test_ft = checks[-1]
+            t_finetune = clock.lap()
+        elif same:  # the authors' loop tests again after every fine-tuning: the method's time
+            test_ft = correct_count(model, data.test, bs)
             eval_samples += len(data.test)
-        eval_samples += len(checks) * len(data.decision)
-        t_finetune = clock.lap()
-        per_sample = training_macs_per_sample(layer_macs(model), layer_trainable(model))
+            t_finetune = clock.lap()
+        else:
+            t_finetune = clock.lap()
+            test_ft = correct_count(model, data.test, bs)
+            report_samples += len(data.test)
+            t_report += clock.lap()
+        acc_ft = percent(test_ft, len(data.test))
+        per_sample = training_macs_per_sample(layer_macs(model), layer_trainable(model), teacher_macs)
         row.update(finetuned=True, lr=lr, ft_batches=result.batches, ft_samples=result.samples,
                    halted_early=result.halted_early, acc_finetuned=acc_ft, acc=acc_ft,
                    train_macs=result.samples * per_sample)
-    row.update(eval_samples=eval_samples, t_prune=t_prune, t_test=t_test, t_finetune=t_finetune,
-               t_step=t_prune + t_test + t_finetune)
+    row.update(eval_samples=eval_samples, report_samples=report_samples, t_prune=t_prune, t_test=t_test,
+               t_finetune=t_finetune, t_step=t_prune + t_test + t_finetune, t_report=t_report)
     return row
 
 
@@ -366,11 +403,13 @@ def _load_state(path: Path, cfg: RunConfig, pretrained_digest: str, device: torc
 def _summary(
     cfg: RunConfig,
     rows: list[dict[str, Any]],
-    acc_orig: float,
-    dec_orig: float,
+    ref: _Reference,
+    data: ExperimentData,
     trace: dict[str, Any] | None,
+    n_frozen: int,
     model: nn.Module,
     params_orig: int,
+    teacher_macs: int,
     device: torch.device,
 ) -> dict[str, Any]:
     uses_trace = cfg.method == "icepick" and cfg.eta > 0 and trace is not None
@@ -378,6 +417,7 @@ def _summary(
     trace_macs = int(trace["train_macs"]) if uses_trace else 0
     total = rows[-1]["t_cumulative"] if rows else 0.0
     train_macs = int(sum(r["train_macs"] for r in rows))
+    acc_orig = percent(ref.test_correct, len(data.test))
     return {
         "model": getattr(model, "arch_name", type(model).__name__),
         "method": cfg.method,
@@ -388,23 +428,31 @@ def _summary(
         "seed": cfg.seed,
         "decision_split": cfg.decision_split,
         "acc_orig": acc_orig,
-        "decision_acc_orig": dec_orig,
+        "decision_acc_orig": percent(ref.decision_correct, len(data.decision)),
+        "decision_correct_orig": ref.decision_correct,
+        "decision_samples": len(data.decision),
+        "test_samples": len(data.test),
         "final_acc": rows[-1]["acc"] if rows else acc_orig,
         "n_steps": len(rows),
         "n_finetunes": int(sum(bool(r["finetuned"]) for r in rows)),
         "total_seconds": total,
         "trace_seconds": trace_seconds,
         "total_seconds_with_trace": total + trace_seconds,
+        "report_seconds": float(sum(r["t_report"] for r in rows)),
         "total_train_macs": train_macs,
         "trace_train_macs": trace_macs,
         "total_train_macs_with_trace": train_macs + trace_macs,
+        "teacher_macs_per_sample": teacher_macs,
+        "trace_ratio": float(trace["config"]["ratio"]) if uses_trace and "config" in trace else None,
+        "n_frozen": n_frozen,
         "total_ft_samples": int(sum(r["ft_samples"] for r in rows)),
         "total_eval_samples": int(sum(r["eval_samples"] for r in rows)),
+        "total_report_samples": int(sum(r["report_samples"] for r in rows)),
         "final_params": count_params(model),
         "final_alpha": count_params(model) / params_orig,
         "final_macs": count_macs(model),
         "config": cfg.flat(),
-        "provenance": provenance(device),
+        "provenance": provenance(device, cfg.finetune.precision, data.info.record() if data.info else None),
     }
 
 

@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from icepick.config import check_int, check_positive, check_range
-from icepick.finetune import FinetuneConfig, finetune
+from icepick.evaluate import accuracy
+from icepick.finetune import FinetuneConfig, finetune, step_seed
 from icepick.freezing import layer_shifts, layer_trainable, training_macs_per_sample, weight_l1, weight_l2
-from icepick.pruning import layer_macs, prunable_blocks, prune_block
+from icepick.pruning import count_macs, layer_macs, prunable_blocks, prune_block
+from icepick.records import provenance
 from icepick.runtime import synchronize
 
-__all__ = ["shift_trace", "freeze_trace", "weight_shift_table"]
+__all__ = ["WeightShiftConfig", "shift_trace", "freeze_trace", "trace_record", "weight_shift_table"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightShiftConfig:
+    """Section 4.1 / Figure 2: iterative pruning with a full fine-tuning after every step."""
+
+    steps: int = 10  # pruning steps traced
+    ratio: float = 0.4  # r of every block
+    lr: float = 1e-3  # the fine-tuning rate (the paper: 0.001)
+    seed: int = 0
 
 
 def shift_trace(
@@ -45,8 +57,6 @@ def shift_trace(
     """
     from tqdm import tqdm
 
-    from icepick.algorithm import step_seed
-
     check_range("ratio", ratio, 0.0, 1.0, low_open=True, high_open=True)
     check_positive("lr", lr)
     blocks = [name for name, _ in prunable_blocks(model)]
@@ -54,6 +64,7 @@ def shift_trace(
     if steps > len(blocks):
         raise ValueError(f"steps: {steps} is more than the {len(blocks)} prunable blocks of the model")
     ft_cfg = ft_cfg or FinetuneConfig(early_halt=0)
+    teacher_macs = count_macs(teacher) if teacher is not None and ft_cfg.kd_weight else 0
     for param in model.parameters():
         param.requires_grad_(True)
     l2_orig = weight_l2(model)
@@ -63,7 +74,7 @@ def shift_trace(
         prune_block(model, blocks[step - 1], ratio)
         before = weight_l1(model)
         result = finetune(model, teacher, train, lr, ft_cfg, step_seed(seed, step))
-        train_macs += result.samples * training_macs_per_sample(layer_macs(model), layer_trainable(model))
+        train_macs += result.samples * training_macs_per_sample(layer_macs(model), layer_trainable(model), teacher_macs)
         shifts.append(layer_shifts(before, weight_l1(model), l2_orig))
         log.info("weight shift step %d/%d (%s) done", step, steps, blocks[step - 1])
     return shifts, train_macs
@@ -91,6 +102,31 @@ def freeze_trace(
     seconds = time.perf_counter() - start
     layers = [{"layer": name, "index": i, "score": score} for i, (name, score) in enumerate(shifts[0].items())]
     return {"layers": layers, "seconds": seconds, "train_macs": train_macs}
+
+
+def trace_record(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    data: "ExperimentData",  # noqa: F821 - icepick.data.ExperimentData
+    ratio: float,
+    lr: float,
+    ft_cfg: FinetuneConfig,
+    seed: int,
+    device: Any,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the freeze trace on ``model`` (pruned and trained in place) and return its record:
+    ``{model, seed, layers, seconds, train_macs, acc_before, acc_after, config, provenance}``
+    (the schema of ``trace.json``, docs/architecture.md). ``config`` is merged with the trace's
+    own settings."""
+    acc_before = accuracy(model, data.test)
+    trace = freeze_trace(model, teacher, data.train, ratio, lr, ft_cfg, seed)
+    return {
+        "model": model.arch_name, "seed": seed, **trace,
+        "acc_before": acc_before, "acc_after": accuracy(model, data.test),
+        "config": {**config, "ratio": ratio, "base_lr": lr, **vars(ft_cfg)},
+        "provenance": provenance(device, ft_cfg.precision, data.info.record() if data.info else None),
+    }
 
 
 def weight_shift_table(model_name: str, shifts: list[dict[str, float]]) -> "pd.DataFrame":  # noqa: F821

@@ -14,21 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from icepick import __version__
-from icepick.config import ConfigError
 
 __all__ = ["main", "build_parser"]
 
-# Modules that add subcommands, in the order of the pipeline; each has register(subparsers).
-COMMAND_MODULES = (
-    "icepick.commands.data",
-    "icepick.commands.pretrain",
-    "icepick.commands.prune",
-    "icepick.commands.report",
-    "icepick.commands.cost",
-)
-
-# Which module registers each subcommand (a test holds this equal to what they register), so
-# that a command imports only its own module: the report commands never import torch.
+# Which module registers each subcommand, in the order of the pipeline (a test holds this
+# equal to what they register), so that a command imports only its own module: the report
+# commands never import torch. Each module has register(subparsers).
 COMMANDS = {
     "data": "icepick.commands.data",
     "pretrain": "icepick.commands.pretrain",
@@ -41,6 +32,7 @@ COMMANDS = {
     "claims": "icepick.commands.report",
     "cost": "icepick.commands.cost",
 }
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 def _command_name(argv: Sequence[str]) -> str | None:
@@ -66,7 +58,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     modules = [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES
     for name in modules:
         importlib.import_module(name).register(subparsers)
+    _show_defaults(parser)
     return parser
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' for options that have a default (not for required ones or None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.default is False or action.default in (argparse.SUPPRESS, []):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's --help shows each option's default."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = _DefaultsFormatter
+                _show_defaults(sub)
 
 
 def _subparser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -120,12 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, FloatingPointError) as err:
-        print(f"icepick {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except ValueError as err:  # our own checks raise ValueError with a message for the user
-        print(f"icepick {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a folder that cannot be written, no free GPU slot (TimeoutError), ...
+    # Our own checks raise ValueError (ConfigError, DataIntegrityError) with a message for the
+    # user; OSError covers missing files, folders that cannot be written and no free GPU slot.
+    except (ValueError, OSError, FloatingPointError) as err:
         print(f"icepick {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2

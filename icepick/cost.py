@@ -31,15 +31,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from icepick import grid
 from icepick.config import ConfigError
+from icepick.grid import RunSpec
 
 __all__ = [
     "H100_TRAIN_TMACS",
     "H100_EVAL_TMACS",
-    "GROUPS",
-    "RunSpec",
     "Work",
-    "group_runs",
     "step_macs",
     "run_work",
     "sweep_costs",
@@ -52,20 +51,7 @@ H100_TRAIN_TMACS = 4.0
 #: Assumed effective evaluation (inference, batch 1000) throughput, tera-MACs per second.
 H100_EVAL_TMACS = 8.0
 
-GROUPS = ("fig3", "table1", "thresholds")
 _CIFAR = {"cifar10": (50_000, 10_000)}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One pruning configuration of the sweep (every seed runs it)."""
-
-    model: str
-    method: str  # icepick | baseline
-    lr: str  # icepick | fixed
-    ratio: float
-    eta: float
-    theta: float
 
 
 @dataclass
@@ -85,31 +71,6 @@ class Work:
 
     def hours(self, train_tmacs: float, eval_tmacs: float) -> float:
         return (self.train_macs / (train_tmacs * 1e12) + self.eval_macs / (eval_tmacs * 1e12)) / 3600.0
-
-
-def group_runs(config: Mapping[str, Any], group: str, model: str) -> list[RunSpec]:
-    """The configurations of one experiment group for one model (as the workflow's grid)."""
-    exp = config["experiments"]
-    runs: list[RunSpec] = []
-    if group == "fig3":
-        for ratio in exp["fig3"]["ratios"]:
-            for eta in exp["fig3"]["etas"]:
-                runs.append(RunSpec(model, "icepick", "icepick", float(ratio), float(eta), float(exp["fig3"]["theta"])))
-            if exp["fig3"].get("baseline", True):
-                runs.append(RunSpec(model, "baseline", "fixed", float(ratio), 0.0, 0.0))
-    elif group == "table1":
-        ratio = float(exp["table1"]["ratios"][model])
-        for eta in exp["table1"]["etas"]:
-            for lr in exp["table1"]["lr_policies"]:
-                runs.append(RunSpec(model, "icepick", lr, ratio, float(eta), float(exp["table1"]["theta"])))
-    elif group == "thresholds":
-        ratio = float(exp["table1"]["ratios"][model])
-        t = exp["thresholds"]
-        for theta in t["thetas"]:
-            runs.append(RunSpec(model, "icepick", t["lr_policy"], ratio, float(t["eta"]), float(theta)))
-    else:
-        raise ConfigError(f"group: {group!r} is not an experiment group; one of {', '.join(GROUPS)}")
-    return list(dict.fromkeys(runs))
 
 
 @lru_cache(maxsize=None)
@@ -284,7 +245,7 @@ def _paper_count(spec: RunSpec, setup: _Setup, steps: int) -> float | None:
     paper = paper_model(spec.model, setup.roles)
     if paper is None:
         return None
-    count = setup.paper_counts.get((paper, spec.eta, spec.lr, spec.theta))
+    count = setup.paper_counts.get((paper, spec.eta, spec.lr_policy, spec.theta))
     if count is None:
         return None
     if paper != spec.model or steps != _n_blocks(paper):  # a stand-in, or fewer steps: the same fraction
@@ -332,17 +293,18 @@ def sweep_costs(config: Mapping[str, Any], layout: str = "worst") -> dict[str, A
         total_upper.add(pre)
         total_reported.add(pre)
         distinct: dict[RunSpec, tuple[Work, Work]] = {}
-        for group in GROUPS:
+        for group in grid.GROUPS:
             g_upper, g_reported = Work(), Work()
-            for spec in group_runs(config, group, model):
+            for spec in grid.group_runs(config, group, model):
                 upper, reported = distinct.setdefault(spec, run_work(spec, setup))
                 g_upper.add(upper, seeds)
                 g_reported.add(reported, seeds)
             rows.append(_row(model, group, g_upper, g_reported))
-        if any(spec.eta > 0 for spec in distinct):
-            trace = _finetune_work(model, float(config.get("trace_ratio", 0.4)), 1, setup)
+        ratios = grid.trace_ratios(config, model)
+        if ratios:  # one trace per (seed, ratio), or per seed at a fixed trace_ratio
             t = Work()
-            t.add(trace, seeds)
+            for ratio in ratios:
+                t.add(_finetune_work(model, ratio, 1, setup), seeds)
             rows.append(_row(model, "trace", t, t))
             total_upper.add(t)
             total_reported.add(t)

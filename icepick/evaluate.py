@@ -17,7 +17,7 @@ from torch import nn
 from icepick.data import Split, eval_batches
 from icepick.runtime import MEMORY_FORMAT, default_eval_batch_size, ensure_cpu_allocator, to_memory_format
 
-__all__ = ["accuracy", "fold_batchnorm", "has_batchnorm"]
+__all__ = ["accuracy", "correct_count", "percent", "fold_batchnorm", "has_batchnorm"]
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,13 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def accuracy(model: nn.Module, split: Split, batch_size: int | None = None) -> float:
-    """Top-1 accuracy in percent (0-100) of ``model`` in eval mode; ``model`` is not changed.
+def correct_count(model: nn.Module, split: Split, batch_size: int | None = None) -> int:
+    """Number of images of ``split`` that ``model`` (in eval mode) classifies correctly.
 
     Runs an inference copy (:func:`fold_batchnorm`) on channels_last batches under inference
-    mode. ``batch_size`` None (or 0) picks the device's best
-    (:func:`icepick.runtime.default_eval_batch_size`: 1000 on a GPU, 128 on a CPU); the accuracy
-    does not depend on it.
+    mode; ``model`` is not changed. ``batch_size`` None (or 0) picks the device's best
+    (:func:`icepick.runtime.default_eval_batch_size`: 1000 on a GPU, 128 on a CPU); the count
+    does not depend on it. Algorithm 1's threshold decisions are made on these counts.
     """
     ensure_cpu_allocator(split.device)
     batch_size = batch_size or default_eval_batch_size(split.device)
@@ -100,4 +100,14 @@ def accuracy(model: nn.Module, split: Split, batch_size: int | None = None) -> f
     with torch.inference_mode():
         for x, y in eval_batches(split, batch_size, MEMORY_FORMAT):
             correct += (net(x).argmax(dim=1) == y).sum()
-    return 100.0 * correct.item() / max(len(split), 1)
+    return int(correct.item())
+
+
+def percent(correct: int, total: int) -> float:
+    """``correct`` of ``total`` images as a top-1 accuracy in percent (0-100)."""
+    return 100.0 * correct / max(total, 1)
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int | None = None) -> float:
+    """Top-1 accuracy in percent (0-100) of ``model`` in eval mode (:func:`correct_count`)."""
+    return percent(correct_count(model, split, batch_size), len(split))

@@ -3,6 +3,9 @@
 The freeze trace measures how far each convolution's weights move when the model is
 fine-tuned once after pruning its first block; the ``ceil(eta * N)`` layers that move least
 are frozen (their conv and BN get ``requires_grad=False``) for the whole pruning run.
+N counts the convolutions inside the prunable blocks by default, as the authors' trace does
+(``freeze_layers='blocks'``: ResNet-110 108, MobileNetV2 51); ``'all'`` counts every
+convolution (stem, 1x1 shortcut convolutions and MobileNetV2's final 1x1 too).
 
 Layers are identified by name, because pruning replaces parameters: re-apply the freezing
 after every prune.
@@ -16,14 +19,20 @@ from typing import Any
 
 from torch import nn
 
-from icepick.config import check_range
-from icepick.pruning import conv_layers
+from icepick.config import check_choice, check_range
+from icepick.pruning import block_convs, conv_layers
+
+#: Which convolutions the freeze trace's scores are ranked over (N of ceil(eta * N)).
+FREEZE_LAYERS = ("blocks", "all")
 
 __all__ = [
     "weight_l1",
     "weight_l2",
     "layer_shifts",
+    "FREEZE_LAYERS",
     "select_frozen",
+    "scored_layers",
+    "choose_frozen",
     "trace_scores",
     "apply_freezing",
     "frozen_batchnorms_to_eval",
@@ -66,6 +75,30 @@ def select_frozen(scores: Mapping[str, float], eta: float) -> list[str]:
     ranked = sorted(range(len(names)), key=lambda i: (scores[names[i]], i))
     chosen = set(ranked[:count])
     return [name for i, name in enumerate(names) if i in chosen]
+
+
+def scored_layers(model: nn.Module, scope: str = "blocks") -> list[str]:
+    """The convolutions freezing ranks, in forward order: those inside the prunable blocks
+    (``'blocks'``, the authors' trace) or every convolution (``'all'``)."""
+    check_choice("freeze_layers", scope, FREEZE_LAYERS)
+    if scope == "all":
+        return [name for name, _, _ in conv_layers(model)]
+    return block_convs(model)
+
+
+def choose_frozen(model: nn.Module, scores: Mapping[str, float], eta: float, scope: str = "blocks") -> list[str]:
+    """Freeze(M, eta): the ``ceil(eta * N)`` lowest-scoring of the N layers ``scope`` names.
+
+    ``scores`` (a freeze trace's, by layer name) must cover every one of those layers.
+    """
+    names = scored_layers(model, scope)
+    missing = [name for name in names if name not in scores]
+    if missing:
+        raise ValueError(
+            f"the freeze trace has no score for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "
+            "it was written for another model: rerun `icepick trace` for this one"
+        )
+    return select_frozen({name: scores[name] for name in names}, eta)
 
 
 def trace_scores(trace: Mapping[str, Any]) -> dict[str, float]:
@@ -116,19 +149,23 @@ def trainable_fraction(model: nn.Module) -> float:
     return trainable / total if total else 0.0
 
 
-def training_macs_per_sample(layer_macs: Mapping[str, int], trainable: Mapping[str, bool]) -> int:
+def training_macs_per_sample(
+    layer_macs: Mapping[str, int], trainable: Mapping[str, bool], teacher_macs: int = 0
+) -> int:
     """MACs of one training sample given which layers train (the work backward really needs).
 
     Forward: every layer. Backward: a weight gradient (as many MACs as its forward) for each
     trainable layer, and an input gradient for each layer that has a trainable layer before
     it in forward order (the gradient must flow through it). A frozen prefix therefore costs
-    forward work only.
+    forward work only. Plus the teacher's forward pass, which the distillation term runs on
+    every fine-tuning batch.
 
     Args:
         layer_macs: forward MACs per layer, in forward order.
         trainable: layer name -> whether its weights train (missing names count as trainable).
+        teacher_macs: forward MACs per sample of the KD teacher (0 without distillation).
     """
-    total = 0
+    total = int(teacher_macs)
     seen_trainable = False
     for name, macs in layer_macs.items():
         total += macs  # forward

@@ -1,4 +1,4 @@
-"""Structured L1 filter pruning of one block at a time, model statistics, and model files.
+"""Structured L1 filter pruning of one block at a time, and model statistics (parameters, MACs).
 
 Pruning follows the paper's convention (Li et al. 2016 for residual nets): in a block, the
 filters of the first (ResNet) or expansion (MobileNetV2) convolution with the smallest L1
@@ -16,21 +16,16 @@ than rely on object identity.
 from __future__ import annotations
 
 import math
-import os
-import pickle
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from icepick.models import BasicBlock, InvertedResidual, build_model
-from icepick.records import atomic_path
+from icepick.models import BasicBlock, InvertedResidual
 
 __all__ = [
-    "MODEL_FORMAT",
     "prunable_blocks",
     "block_width",
     "model_widths",
@@ -38,17 +33,14 @@ __all__ = [
     "filters_to_remove",
     "prune_block",
     "conv_layers",
+    "block_convs",
     "count_params",
     "count_macs",
     "layer_macs",
-    "save_model",
-    "load_model",
 ]
 
-MODEL_FORMAT = "icepick-model/1"
 
 _BLOCK_TYPES = (BasicBlock, InvertedResidual)
-_RECOVER = "delete it and rerun the step that produces it"
 
 
 # ------------------------------------------------------------------------- blocks
@@ -221,6 +213,16 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d |
     return out
 
 
+def block_convs(model: nn.Module) -> list[str]:
+    """Names of the convolutions on the main path of every prunable block, in forward order:
+    a ResNet block's ``conv1``, ``conv2``; a MobileNetV2 block's ``conv1``, ``conv2``, ``conv3``
+    (never the stem, a shortcut's 1x1 convolution or the final 1x1)."""
+    names = []
+    for name, block in prunable_blocks(model):
+        names += [f"{name}.{child}" for child in ("conv1", "conv2", "conv3") if isinstance(getattr(block, child, None), nn.Conv2d)]
+    return names
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters (buffers excluded)."""
     return int(sum(p.numel() for p in model.parameters()))
@@ -265,74 +267,3 @@ def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> 
 def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> int:
     """Forward MACs per image (convs + linear), see :func:`layer_macs`."""
     return int(sum(layer_macs(model, input_size).values()))
-
-
-# -------------------------------------------------------------------- model files
-
-
-def _check_meta(value: Any, where: str = "meta") -> None:
-    """Meta must be plain data so that ``torch.load(weights_only=True)`` can read it."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_meta(v, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, (str, int)):
-                raise ValueError(f"{where}: key {k!r} must be a str or an int")
-            _check_meta(v, f"{where}[{k!r}]")
-        return
-    raise ValueError(f"{where}: {type(value).__name__} is not plain data (None/bool/int/float/str/list/dict)")
-
-
-def save_model(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> None:
-    """Write the model (arch name, classes, widths, CPU state dict, meta) atomically to ``path``."""
-    if not hasattr(model, "arch_name"):
-        raise ValueError("save_model: the model has no 'arch_name'; build it with icepick.models.build_model")
-    meta = dict(meta) if meta is not None else None
-    _check_meta(meta)
-    payload = {
-        "format": MODEL_FORMAT,
-        "arch": model.arch_name,
-        "num_classes": int(model.num_classes),
-        "widths": model_widths(model),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "meta": meta,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load a file written by :func:`save_model`; returns ``(model in eval mode, meta)``.
-
-    A damaged file, or one that is not an icepick model, raises ValueError naming the file.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise ValueError(  # torch's own text can be long and suggests unsafe loading: not shown
-            f"{path}: damaged or truncated model file, it cannot be read ({type(err).__name__}); {_RECOVER}"
-        ) from err
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not an icepick model file (format {MODEL_FORMAT} expected); {_RECOVER}")
-    try:
-        model = build_model(payload["arch"], payload["num_classes"], payload["widths"])
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        detail = " ".join(str(err).split())
-        detail = detail if len(detail) <= 200 else detail[:200] + "..."
-        raise ValueError(f"{path}: inconsistent model file ({type(err).__name__}: {detail}); {_RECOVER}") from err
-    bad = [k for k, v in payload["state_dict"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"{path}: holds NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
-                         f"{_RECOVER}")
-    model.to(device)
-    model.eval()
-    meta = payload.get("meta")
-    return model, dict(meta) if meta is not None else {}

@@ -161,14 +161,16 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
         return "unknown"
 
 
-def provenance(device: Any = None) -> dict[str, Any]:
-    """Versions, device (and the GPU slot the job holds, if any), git commit, host and time."""
+def provenance(device: Any = None, precision: str = "fp32", data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Versions, device (and the GPU slot the job holds, if any), the arithmetic in force, the
+    data set's identity (``icepick.data.dataset_info(...).record()``), git commit, host and time."""
     from importlib.metadata import version
 
     import torch
 
     from icepick import __version__
     from icepick.devices import current_slot
+    from icepick.runtime import arithmetic
 
     dev = str(device) if device is not None else "cpu"
     if device is not None and torch.device(device).type == "cuda":
@@ -180,6 +182,8 @@ def provenance(device: Any = None) -> dict[str, Any]:
         "icepick": __version__,
         "device": dev,
         "gpu_slot": slot.record() if (slot := current_slot()) else None,
+        "arithmetic": arithmetic(precision),
+        "data": data,
         "git_commit": git_commit(),
         "hostname": socket.gethostname(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

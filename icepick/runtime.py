@@ -13,20 +13,29 @@ from typing import Any
 
 import torch
 
-from icepick.config import ConfigError
+from icepick.config import ConfigError, check_choice
 
 __all__ = [
+    "PRECISIONS",
     "MEMORY_FORMAT",
     "resolve_device",
     "synchronize",
     "set_threads",
     "configure_backends",
+    "arithmetic",
     "autocast",
     "to_memory_format",
     "keep_cpu_allocations",
     "ensure_cpu_allocator",
     "default_eval_batch_size",
 ]
+
+#: Arithmetic of training and evaluation. 'fp32' is strict IEEE fp32 (TF32 off): the paper's
+#: arithmetic, on an NVIDIA TITAN RTX (Turing, which has no TF32). 'tf32' lets convolutions and
+#: matmuls on Ampere and newer GPUs round their inputs to TF32 (10-bit mantissa); 'bf16' runs
+#: the forward passes under bfloat16 autocast (TF32 off for what stays in fp32). On a CPU
+#: 'fp32' and 'tf32' are the same.
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 #: Memory format of models and batches on the hot path (fine-tuning, evaluation).
 #: channels_last (NHWC) lets oneDNN on CPUs and cuDNN on GPUs pick their fastest convolution
@@ -134,16 +143,33 @@ def set_threads(threads: int | None) -> None:
 
 
 
-def configure_backends(device: torch.device) -> None:
-    """Backend settings of a job on ``device``: on a GPU, cuDNN autotuning and TF32."""
+def configure_backends(device: torch.device, precision: str = "fp32") -> dict[str, Any]:
+    """Backend settings of a job: cuDNN autotuning on a GPU, and TF32 only for ``precision='tf32'``.
+
+    Process-wide (torch's flags), so every command calls it once, before any work. Returns
+    :func:`arithmetic`, what the records carry.
+    """
+    check_choice("precision", precision, PRECISIONS)
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    return arithmetic(precision)
+
+
+def arithmetic(precision: str) -> dict[str, Any]:
+    """The arithmetic in force, for the records: the precision asked for and torch's TF32 flags."""
+    return {
+        "precision": precision,
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when asked for, else a no-op context."""
+    """bf16 autocast on ``device`` for ``precision='bf16'``, else a no-op context (fp32, tf32)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -16,19 +16,26 @@ import math
 
 from icepick.config import check_choice, check_positive, check_range
 
-__all__ = ["max_lr", "fixed_lr", "step_lr", "one_cycle_factor", "LR_POLICIES"]
+__all__ = ["max_lr", "fixed_lr", "step_lr", "one_cycle_factor", "check_eq1", "LR_POLICIES", "BASE", "DELTA", "P", "BETA"]
 
 LR_POLICIES = ("icepick", "fixed")
 
+# Eq. 1's hyper-parameters in Table 1 of the paper: the defaults everywhere (RunConfig, the CLI).
+BASE = 1e-3  # the initial learning rate (and the fixed rate)
+DELTA = 7.5e-4  # the largest change of the rate
+P = 0.12  # the level of pruning where half of DELTA is reached
+BETA = 50.0  # the shape of the step
 
-def _check_eq1(base: float, delta: float, p: float, beta: float) -> None:
+
+def check_eq1(base: float, delta: float, p: float, beta: float) -> None:
+    """Raise ConfigError unless Eq. 1's hyper-parameters lie in the paper's ranges."""
     check_positive("base", base)
     check_range("delta", delta, 0.0, base, low_open=True, high_open=True)
     check_range("p", p, 0.0, 0.5, low_open=True)
     check_positive("beta", beta)
 
 
-def max_lr(alpha: float, base: float = 1e-3, delta: float = 7.5e-4, p: float = 0.12, beta: float = 50.0) -> float:
+def max_lr(alpha: float, base: float = BASE, delta: float = DELTA, p: float = P, beta: float = BETA) -> float:
     """Eq. 1: the maximum learning rate for a model with a fraction ``alpha`` of its parameters left.
 
     Args:
@@ -45,7 +52,7 @@ def max_lr(alpha: float, base: float = 1e-3, delta: float = 7.5e-4, p: float = 0
         >>> round(max_lr(0.88), 6)
         0.000625
     """
-    _check_eq1(base, delta, p, beta)
+    check_eq1(base, delta, p, beta)
     check_range("alpha", alpha, 0.0, 1.0, low_open=True)
     denominator = 2.0 * (1.0 - p) - alpha
     if denominator <= 0.0:  # alpha >= 2(1-p): the ratio is infinite, the step not yet taken
@@ -56,7 +63,7 @@ def max_lr(alpha: float, base: float = 1e-3, delta: float = 7.5e-4, p: float = 0
     return base - delta / (1.0 + math.exp(log_ratio))
 
 
-def fixed_lr(alpha: float, base: float = 1e-3, **_: float) -> float:
+def fixed_lr(alpha: float, base: float = BASE, **_: float) -> float:
     """The fixed policy (Table 1's '0.001' arm and the baseline): ``base`` whatever ``alpha``."""
     check_range("alpha", alpha, 0.0, 1.0, low_open=True)
     check_positive("base", base)

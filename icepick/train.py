@@ -1,6 +1,6 @@
 """Pretraining from scratch with the published CIFAR-10 recipes, resumable after a kill.
 
-Recipes (METHOD.md): ResNets: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 200
+Recipes (docs/method.md): ResNets: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 200
 epochs, lr x0.1 after epochs 100 and 150. MobileNetV2: the same but weight decay 5e-4 and a
 cosine schedule over the 200 epochs. Augmentation: random crop (padding 4) and flip.
 
@@ -34,14 +34,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from icepick.config import ConfigError, check_choice, check_int, check_positive, check_range
-from icepick.data import Split, load_split, subset, train_batches
+from icepick.data import Split, dataset_info, load_split, subset, train_batches
 from icepick.evaluate import accuracy
 from icepick.records import atomic_path, provenance, write_csv, write_json
-from icepick.runtime import autocast, resolve_device, set_threads, synchronize, to_memory_format
+from icepick.runtime import PRECISIONS, autocast, configure_backends, resolve_device, set_threads, synchronize, to_memory_format
 
 __all__ = [
     "PretrainConfig",
     "SCHEDULES",
+    "WARMUPS",
     "EPOCH_COLUMNS",
     "learning_rate",
     "epoch_seed",
@@ -52,9 +53,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("auto", "step", "cosine")
-PRECISIONS = ("fp32", "bf16")
-EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds"]
-_CKPT_FORMAT = "icepick-pretrain-checkpoint-1"
+WARMUPS = ("auto", "on", "off")
+EPOCH_COLUMNS = ["epoch", "lr", "warmup_batches", "train_loss", "train_acc", "test_acc", "seconds"]
+_WARMUP_WINDOW = 20  # batches whose mean training error ends the warm-up
+_WARMUP_AUTO_DEPTH = 110  # 'auto': ResNets at least this deep warm up (He et al. 2016, Sec. 4.2)
+_CKPT_FORMAT = "icepick-pretrain-checkpoint-2"
 _SUBSET_SEED = 0  # --n-train picks the same images whatever the training seed
 _RECIPE_WD = {"resnet": 1e-4, "mobilenetv2": 5e-4}  # published weight decays by family
 _RECIPE_SCHEDULE = {"resnet": "step", "mobilenetv2": "cosine"}
@@ -72,6 +75,12 @@ class PretrainConfig:
     1e-4, step; MobileNetV2: 5e-4, cosine). ``milestones`` are epochs after which the step
     schedule multiplies the lr by ``gamma``: a value in (0, 1) is a fraction of ``epochs``
     (the default 0.5, 0.75 gives 100 and 150 of 200), an integer >= 1 an absolute epoch.
+
+    Warm-up (He et al. 2016, Sec. 4.2: for the 110-layer net lr 0.1 is too large to start
+    converging): train at ``warmup_factor * lr`` until the training error over the last 20
+    batches is below ``warmup_error`` percent (about 400 iterations on CIFAR-10), then at the
+    schedule's rate. ``warmup='auto'`` turns it on for ResNets of 110 layers or more
+    (ResNet-110, ResNet-152 and their half-width variants), ``'on'``/``'off'`` for any model.
     """
 
     model: str
@@ -87,7 +96,10 @@ class PretrainConfig:
     device: str = "auto"
     threads: int | None = None
     n_train: int | None = None  # train on a fixed random subset of this many images
-    precision: str = "fp32"  # 'fp32' or 'bf16' autocast
+    precision: str = "fp32"  # 'fp32' strict (the paper), 'tf32' or 'bf16' (icepick.runtime)
+    warmup: str = "auto"  # 'auto' (ResNets of >= 110 layers), 'on' or 'off'
+    warmup_factor: float = 0.1  # warm-up rate / lr (He et al.: 0.01 / 0.1)
+    warmup_error: float = 80.0  # percent: the warm-up ends once the training error is below it
 
     def __post_init__(self) -> None:
         from icepick.models import model_names
@@ -116,6 +128,21 @@ class PretrainConfig:
         if self.n_train is not None:
             check_int("n_train", self.n_train, 1)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("warmup", self.warmup, WARMUPS)
+        check_range("warmup_factor", self.warmup_factor, 0.0, 1.0, low_open=True)
+        check_range("warmup_error", self.warmup_error, 0.0, 100.0, low_open=True)
+
+    @property
+    def uses_warmup(self) -> bool:
+        """Whether training starts with the warm-up ('auto' resolved by depth)."""
+        if self.warmup != "auto":
+            return self.warmup == "on"
+        if _family(self.model) != "resnet":
+            return False
+        from icepick.models import build_model
+        from icepick.pruning import prunable_blocks
+
+        return 2 * len(prunable_blocks(build_model(self.model))) + 2 >= _WARMUP_AUTO_DEPTH
 
     @property
     def resolved_weight_decay(self) -> float:
@@ -195,6 +222,27 @@ def _load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     return state
 
 
+@dataclass
+class Warmup:
+    """The warm-up's state: whether it still runs, the recent batch errors and its length so far.
+
+    Plain data, saved in the checkpoint, so a resumed run warms up exactly as an uninterrupted one.
+    """
+
+    active: bool
+    errors: list[float] = dataclasses.field(default_factory=list)  # percent, the last _WARMUP_WINDOW batches
+    iterations: int = 0  # batches trained at the warm-up rate
+
+    def observe(self, batch_error: float, threshold: float) -> None:
+        """Count one warm-up batch; end the warm-up once a full window's mean error is below ``threshold``."""
+        self.iterations += 1
+        self.errors = (self.errors + [batch_error])[-_WARMUP_WINDOW:]
+        if len(self.errors) == _WARMUP_WINDOW and sum(self.errors) / _WARMUP_WINDOW < threshold:
+            self.active = False
+            log.info("warm-up ended after %d iterations (training error %.1f%% < %g%%)",
+                     self.iterations, sum(self.errors) / _WARMUP_WINDOW, threshold)
+
+
 def _train_epoch(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
@@ -202,12 +250,22 @@ def _train_epoch(
     cfg: PretrainConfig,
     seed: int,
     device: torch.device,
-) -> tuple[float, float]:
-    """One epoch of SGD; returns (mean training loss, training accuracy in percent)."""
+    lr: float | None = None,
+    warmup: Warmup | None = None,
+) -> tuple[float, float, int]:
+    """One epoch of SGD at ``lr`` (or the warm-up rate while ``warmup`` is active).
+
+    Returns (mean training loss, training accuracy in percent, batches at the warm-up rate).
+    """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    warm_batches = 0
     for x, y in train_batches(train, cfg.batch_size, seed=seed, augment=True):
+        warming = warmup is not None and warmup.active
+        if lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr * cfg.warmup_factor if warming else lr
         with autocast(device, cfg.precision):
             out = model(x)
         loss = F.cross_entropy(out.float(), y)
@@ -215,9 +273,13 @@ def _train_epoch(
         loss.backward()
         opt.step()
         loss_sum += loss.detach().double() * y.shape[0]
-        correct += (out.detach().argmax(dim=1) == y).sum()
+        hits = (out.detach().argmax(dim=1) == y).sum()
+        correct += hits
+        if warming:  # one device sync per batch, during the warm-up only
+            warm_batches += 1
+            warmup.observe(100.0 * (1.0 - hits.item() / y.shape[0]), cfg.warmup_error)
     n = max(len(train), 1)
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+    return loss_sum.item() / n, 100.0 * correct.item() / n, warm_batches
 
 
 def pretrain(
@@ -248,10 +310,11 @@ def pretrain(
         FloatingPointError: the training loss became NaN or infinite (no summary is written).
     """
     from icepick.models import build_model
-    from icepick.pruning import save_model
+    from icepick.model_files import save_model
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    configure_backends(device, cfg.precision)
     train = load_split(data_dir, "train", device)
     test = load_split(data_dir, "test", device)
     if cfg.n_train is not None:
@@ -263,7 +326,8 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     # The training layout from the first batch on: evaluation puts the model in channels_last,
     # so a run resumed from a checkpoint must train in it too to end with the same weights.
-    model = to_memory_format(build_model(cfg.model, num_classes=10).to(device))
+    info = dataset_info(data_dir)  # the number of classes, and the data set's identity for the records
+    model = to_memory_format(build_model(cfg.model, num_classes=info.num_classes).to(device))
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.resolved_weight_decay
     )
@@ -271,23 +335,23 @@ def pretrain(
     key = _resume_key(cfg, train, test)
     rows: list[dict[str, Any]] = []
     start, seconds = 0, 0.0
+    warmup = Warmup(active=cfg.uses_warmup)
     state = _load_checkpoint(ckpt, key)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, rows, seconds = int(state["epoch"]), list(state["rows"]), float(state["seconds"])
+        warmup = Warmup(**state["warmup"])
         log.info("resuming %s from %s after epoch %d of %d", cfg.model, ckpt, start, cfg.epochs)
 
     bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc=f"pretrain {cfg.model}", unit="epoch")
     for epoch in bar:
         lr = learning_rate(cfg, epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
         seed = epoch_seed(cfg.seed, epoch)
         torch.manual_seed(seed)  # any randomness inside the model is a function of (seed, epoch)
         synchronize(device)
         t0 = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, opt, train, cfg, seed, device)
+        train_loss, train_acc, warm_batches = _train_epoch(model, opt, train, cfg, seed, device, lr, warmup)
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"pretrain {cfg.model}: the training loss became {train_loss} in epoch {epoch + 1} "
@@ -297,12 +361,13 @@ def pretrain(
         synchronize(device)
         took = time.perf_counter() - t0
         seconds += took
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-               "test_acc": test_acc, "seconds": took}
+        row = {"epoch": epoch + 1, "lr": lr, "warmup_batches": warm_batches, "train_loss": train_loss,
+               "train_acc": train_acc, "test_acc": test_acc, "seconds": took}
         rows.append(row)
         with atomic_path(ckpt) as tmp:
             torch.save({"format": _CKPT_FORMAT, "key": key, "epoch": epoch + 1, "rows": rows, "seconds": seconds,
-                        "model": model.state_dict(), "optimizer": opt.state_dict()}, tmp)
+                        "warmup": dataclasses.asdict(warmup), "model": model.state_dict(),
+                        "optimizer": opt.state_dict()}, tmp)
         bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.2f}")
         log.info("%s epoch %d/%d: lr %.4g, train loss %.4f, train acc %.2f%%, test acc %.2f%%, %.1f s",
                  cfg.model, epoch + 1, cfg.epochs, lr, train_loss, train_acc, test_acc, took)
@@ -317,7 +382,8 @@ def pretrain(
     write_csv(out_epochs_csv, rows, EPOCH_COLUMNS)
     summary = {"model": cfg.model, "epochs": cfg.epochs, "final_test_acc": final_acc, "seconds": seconds,
                "train_images": len(train), "test_images": len(test),
-               "config": config, "provenance": provenance(device)}
+               "warmup_iterations": warmup.iterations if cfg.uses_warmup else None,
+               "config": config, "provenance": provenance(device, cfg.precision, info.record())}
     write_json(out_summary_json, summary)
     ckpt.unlink(missing_ok=True)
     return summary

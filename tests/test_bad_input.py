@@ -13,8 +13,10 @@ cases is recorded in docs/reliability.md and the README's reliability section.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -23,11 +25,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import copy_workflow
 
 from icepick.cli import main
 from icepick.data import synth_cifar10
 from icepick.models import build_model
-from icepick.pruning import conv_layers, save_model
+from icepick.model_files import save_model
+from icepick.pruning import conv_layers
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -96,7 +100,46 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["empty"] = root / "empty"
     f["empty"].mkdir()
     f["out"] = root / "out"
+    _data_import_files(f)
     return f
+
+
+def _data_import_files(f: dict[str, Path]) -> None:
+    """Bad inputs of `icepick data import` and of the reader of imported data sets."""
+    from PIL import Image
+
+    from icepick.data import import_dataset
+
+    root = f["root"]
+    f["nowhere"] = root / "nowhere"
+    f["images"] = root / "images"  # a good image folder: 2 classes of 3 PNG images
+    for name in ("cat", "dog"):
+        (f["images"] / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40 + i, 36), (40 * i, 90, 200)).save(f["images"] / name / f"{i}.png")
+    f["noimg"] = root / "noimg"  # the class folder 'dog' holds no image
+    shutil.copytree(f["images"] / "cat", f["noimg"] / "cat")
+    (f["noimg"] / "dog").mkdir()
+    (f["noimg"] / "dog" / "README.txt").write_text("pictures of dogs go here")
+    f["badimg"] = root / "badimg"  # one image that is not one
+    shutil.copytree(f["images"], f["badimg"])
+    (f["badimg"] / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but then nothing of a PNG")
+    f["imported"] = root / "imported"
+    import_dataset("imagefolder", f["imported"], f["images"])
+    f["mismatch"] = root / "mismatch"  # a test batch replaced after the import
+    shutil.copytree(f["imported"], f["mismatch"])
+    shutil.copy(f["data"] / "cifar-10-batches-py" / "test_batch", f["mismatch"] / "cifar-10-batches-py" / "test_batch")
+    f["badlabels"] = root / "badlabels"  # a batch with label 12 of 10 classes (its md5 recorded, so only the label is wrong)
+    shutil.copytree(f["data"], f["badlabels"])
+    base = f["badlabels"] / "cifar-10-batches-py"
+    with open(base / "data_batch_1", "rb") as handle:
+        batch = pickle.load(handle)
+    batch["labels"][5] = 12
+    with open(base / "data_batch_1", "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+    marker = json.loads((base / "icepick_synthetic.json").read_text())
+    marker["files"]["data_batch_1"] = hashlib.md5((base / "data_batch_1").read_bytes()).hexdigest()
+    (base / "icepick_synthetic.json").write_text(json.dumps(marker))
 
 
 def _run_args(f: dict[str, Path], *extra: str, pretrained: str = "m20", data: str = "data") -> list[str]:
@@ -193,17 +236,80 @@ CLI_CASES = [
     ("damaged batch file", lambda f: _run_args(f, data="damaged"),
      "icepick run: error: {damaged}/cifar-10-batches-py/data_batch_2 is damaged (md5 …, the generated set's "
      "marker says …); regenerate the data set: `python -m icepick data synth --out {damaged} --train 100 "
-     "--test 50 --seed 0`"),
+     "--test 50 --seed 0 --difficulty standard`"),
     ("missing batch file", lambda f: _run_args(f, data="incomplete"),
      "icepick run: error: {incomplete}/cifar-10-batches-py/test_batch is missing from the generated data set; "
-     "regenerate it: `python -m icepick data synth --out {incomplete} --train 100 --test 50 --seed 0`"),
+     "regenerate it: `python -m icepick data synth --out {incomplete} --train 100 --test 50 --seed 0 "
+     "--difficulty standard`"),
     ("batch files that are not CIFAR-10's", lambda f: _run_args(f, data="fake_real"),
      "icepick run: error: {fake_real}/cifar-10-batches-py/data_batch_1 is damaged or is not the official "
-     "CIFAR-10 file (md5 …, expected c99cafc152244af753f735de768cd75f). Delete {fake_real}/cifar-10-batches-py "
-     "and extract https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a) "
-     "there again, or run `python -m icepick data fetch --root {fake_real}`. (A generated data set carries "
-     "{fake_real}/cifar-10-batches-py/icepick_synthetic.json; if this folder was generated, regenerate it "
-     "with `python -m icepick data synth`.)"),
+     "CIFAR-10 file (md5 …, expected c99cafc152244af753f735de768cd75f), and {fake_real} has neither manifest.json "
+     "nor {fake_real}/cifar-10-batches-py/icepick_synthetic.json: if `icepick data import` wrote this folder, the "
+     "import is incomplete: redo it with `python -m icepick data import --source SOURCE --out {fake_real} ...`; "
+     "if `icepick data synth` did, regenerate it with `python -m icepick data synth --out {fake_real} ...`; for "
+     "the real CIFAR-10, delete {fake_real}/cifar-10-batches-py and extract "
+     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a) there "
+     "again, or run `python -m icepick data fetch --root {fake_real} --force`."),
+    # data import, and the data sets it writes
+    ("import: unknown source", lambda f: ["data", "import", "--source", "mnist", "--out", str(f["out"] / "d")],
+     "icepick data: error: source: 'mnist' is not allowed; choose one of 'cifar10', 'cifar100', 'digits', "
+     "'imagefolder'"),
+    ("import: imagefolder without --path", lambda f: ["data", "import", "--source", "imagefolder",
+                                                      "--out", str(f["out"] / "d")],
+     "icepick data: error: path: --source imagefolder needs --path DIR, a folder with one sub-folder of images "
+     "per class"),
+    ("import: missing --path folder", lambda f: ["data", "import", "--source", "imagefolder", "--path",
+                                                 str(f["nowhere"]), "--out", str(f["out"] / "d")],
+     "icepick data: error: path: {nowhere} does not exist; --source imagefolder needs a folder with one "
+     "sub-folder of images per class"),
+    ("import: empty --path folder", lambda f: ["data", "import", "--source", "imagefolder", "--path",
+                                               str(f["empty"]), "--out", str(f["out"] / "d")],
+     "icepick data: error: path: {empty} holds no class folder; put each class's images in a sub-folder named "
+     "after the class ({empty}/CLASS/IMAGE.png)"),
+    ("import: class folder with no image", lambda f: ["data", "import", "--source", "imagefolder", "--path",
+                                                      str(f["noimg"]), "--out", str(f["out"] / "d")],
+     "icepick data: error: {noimg}/dog: class folder 'dog' holds no image (png, jpg, jpeg, bmp, gif, webp, ...); "
+     "add its images or remove the folder"),
+    ("import: unreadable image", lambda f: ["data", "import", "--source", "imagefolder", "--path",
+                                            str(f["badimg"]), "--out", str(f["out"] / "d")],
+     "icepick data: error: {badimg}/dog/broken.png: cannot read this image (…); fix or remove it"),
+    ("import: test fraction out of range", lambda f: ["data", "import", "--source", "imagefolder", "--path",
+                                                      str(f["images"]), "--out", str(f["out"] / "d"),
+                                                      "--test-fraction", "1.5"],
+     "icepick data: error: test_fraction: 1.5 is out of range; it must lie in (0.0, 1.0)"),
+    ("import over another data set", lambda f: ["data", "import", "--source", "digits", "--out", str(f["data"])],
+     "icepick data: error: {data} holds a generated data set ({data}/cifar-10-batches-py/icepick_synthetic.json); "
+     "`icepick data import` does not write over other data: choose another folder, or add --force to replace "
+     "what is there"),
+    ("import over other files", lambda f: ["data", "import", "--source", "imagefolder", "--path", str(f["images"]),
+                                           "--out", str(f["noimg"])],
+     "icepick data: error: {noimg} holds other files (cat, dog); `icepick data import` does not write over other "
+     "data: choose another folder, or add --force to replace what is there"),
+    ("synth over an imported data set", lambda f: ["data", "synth", "--out", str(f["imported"]), "--train", "10",
+                                                   "--test", "10"],
+     "icepick data: error: {imported} holds an imagefolder data set ({imported}/manifest.json); `icepick data "
+     "synth` does not write over other data: choose another folder, or add --force to replace what is there"),
+    ("fetch over CIFAR-10 files that differ", lambda f: ["data", "fetch", "--root", str(f["fake_real"])],
+     "icepick data: error: {fake_real}/cifar-10-batches-py/data_batch_1 exists but is not the official CIFAR-10 "
+     "file (md5 …, expected c99cafc152244af753f735de768cd75f); `icepick data fetch` does not write over it: "
+     "delete {fake_real}/cifar-10-batches-py, or rerun with --force to download the official files over it"),
+    ("manifest that does not match its files", lambda f: _run_args(f, data="mismatch"),
+     "icepick run: error: {mismatch}/cifar-10-batches-py/test_batch does not match the data set's manifest "
+     "(md5 …, {mismatch}/manifest.json says …): the file is damaged or was replaced; import the data set again: "
+     "`python -m icepick data import --source imagefolder --path {images} --out {mismatch} --seed 0 "
+     "--test-fraction 0.2`"),
+    ("model of another class count than the data", lambda f: _run_args(f, data="imported"),
+     "icepick run: error: pretrained: {m20} has 10 classes but the imagefolder data set has 2; pretrain the "
+     "model on this data set"),
+    ("early-halt interval longer than the fine-tuning", lambda f: _run_args(f, "--early-halt", "100"),
+     "icepick run: error: early_halt: 100 batches is not shorter than one fine-tuning (1 batch of 128 here), so "
+     "it would never check; give a fraction of an epoch such as 0.25, or 0 for full epochs"),
+    ("early halt neither a fraction nor whole batches", lambda f: _run_args(f, "--early-halt", "2.5"),
+     "icepick run: error: early_halt: 2.5 is neither a fraction of an epoch in (0, 1) nor a whole number of batches"),
+    ("labels out of range in a pickle", lambda f: _run_args(f, data="badlabels"),
+     "icepick run: error: {badlabels}/cifar-10-batches-py/data_batch_1: label 12 is out of range for 10 classes "
+     "(labels must lie in 0..9); the file does not belong to this data set: import or regenerate the data "
+     "set"),
 ]
 
 
@@ -297,7 +403,8 @@ def test_a_damaged_pretraining_checkpoint_is_named_and_training_starts_over(file
 
 
 def test_a_damaged_run_state_is_named_and_the_run_starts_over(files, caplog):
-    from icepick.algorithm import RunConfig, load_experiment_data, run_experiment
+    from icepick.algorithm import RunConfig, run_experiment
+    from icepick.data import load_experiment_data
     from icepick.finetune import FinetuneConfig
 
     out = files["root"] / "damaged_state"
@@ -315,19 +422,13 @@ def test_a_damaged_run_state_is_named_and_the_run_starts_over(files, caplog):
 
 # ---------------------------------------------------------------- the workflow's configuration
 
+# config/test.yaml made smaller still: these jobs only have to start (or fail).
 TINY = """\
-device: cpu
-threads: 1
-data: {source: synthetic, root: data/synthetic, synthetic_train: 100, synthetic_test: 50}
-models: [resnet20]
-paper_role: {resnet20: resnet110}
-seeds: [0]
+data: {synthetic_train: 100, synthetic_test: 50}
 pretrain: {epochs: 1}
 finetune: {max_batches: 1, max_steps: 1}
 experiments:
-  fig3: {ratios: [0.4], etas: [0.3], baseline: false}
-  table1: {ratios: {resnet20: 0.4}, etas: [0.3], lr_policies: [icepick]}
-  thresholds: {thetas: [1.5]}
+  fig3: {baseline: false}
 """
 
 # (case, overlay YAML, the exact line Snakemake prints)
@@ -350,6 +451,13 @@ WORKFLOW_CASES = [
     ("p above 0.5", "schedule: {p: 0.7}\n", "ValidationError: 0.7 is greater than the maximum of 0.5"),
     ("beta 0", "schedule: {beta: 0}\n", "ValidationError: 0 is less than or equal to the minimum of 0"),
     ("seed not an integer", "seeds: [0, 1.5]\n", "ValidationError: 1.5 is not of type 'integer'"),
+    # the data section
+    ("data source misspelt", "data: {source: cifar-10}\n",
+     "ValidationError: 'cifar-10' is not one of ['cifar10', 'cifar100', 'digits', 'imagefolder', 'synthetic']"),
+    ("image folder not given", "data: {source: imagefolder}\n",
+     "data.path: source imagefolder needs the image folder (one sub-folder of images per class)"),
+    ("test fraction 1", "data: {source: digits, test_fraction: 1}\n",
+     "ValidationError: 1 is greater than or equal to the maximum of 1"),
 ]
 
 needs_snakemake = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
@@ -358,15 +466,7 @@ needs_snakemake = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake i
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
     """A copy of the workflow with the tiny configuration overlay."""
-    cwd = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, cwd / name)
-        elif src.exists():
-            shutil.copy2(src, cwd / name)
-    (cwd / "tiny.yaml").write_text(TINY)
-    return cwd
+    return copy_workflow(tmp_path_factory.mktemp("workflow"), tiny=TINY)
 
 
 def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -378,7 +478,7 @@ def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("case, overlay, expected", WORKFLOW_CASES, ids=[c[0] for c in WORKFLOW_CASES])
 def test_bad_workflow_configuration(case, overlay, expected, workflow):
     (workflow / "bad.yaml").write_text(overlay)
-    proc = _snakemake(workflow, "-n", "--cores", "1", "--configfile", "tiny.yaml", "bad.yaml")
+    proc = _snakemake(workflow, "-n", "--cores", "1", "--configfile", "config/test.yaml", "tiny.yaml", "bad.yaml")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert expected in out.splitlines(), out[-3000:]
@@ -389,22 +489,22 @@ def test_bad_workflow_configuration(case, overlay, expected, workflow):
 def test_a_pretrained_model_of_another_architecture_fails_its_jobs(workflow, files):
     """results/resnet20/pretrained.pt replaced by a resnet32: the trace job fails naming it."""
     proc = _snakemake(workflow, "data/synthetic/cifar-10-batches-py/icepick_synthetic.json", "--cores", "1",
-                      "--configfile", "tiny.yaml")
+                      "--configfile", "config/test.yaml", "tiny.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     target = workflow / "results/resnet20/pretrained.pt"
     target.parent.mkdir(parents=True)
     shutil.copy(files["m32"], target)
-    proc = _snakemake(workflow, "results/resnet20/trace/seed0.json", "--cores", "1", "--configfile", "tiny.yaml",
+    proc = _snakemake(workflow, "results/resnet20/trace/r0.4/seed0.json", "--cores", "1", "--configfile", "config/test.yaml", "tiny.yaml",
                       "--rerun-triggers", "mtime")
     assert proc.returncode != 0
     assert "Error in rule trace" in proc.stdout + proc.stderr
-    log = (workflow / "logs/resnet20/trace/seed0.log").read_text()
+    log = (workflow / "logs/resnet20/trace/r0.4/seed0.log").read_text()
     assert "Traceback" not in log
     assert _last_line(log) == (
         "icepick trace: error: pretrained: results/resnet20/pretrained.pt holds a resnet32 model, not resnet20 "
         "(--model); it was written for another model: delete it and pretrain resnet20 again (Snakemake rebuilds "
         "it once it is gone)")
-    assert not (workflow / "results/resnet20/trace/seed0.json").exists()
+    assert not (workflow / "results/resnet20/trace/r0.4/seed0.json").exists()
 
 
 # CLI cases + workflow cases + the workflow's wrong-architecture case: recorded in the docs.

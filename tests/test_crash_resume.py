@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,21 +36,6 @@ pytestmark = [
     pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python"),
 ]
 
-CONFIG = """\
-device: cpu
-threads: 1
-data: {source: synthetic, root: data/synthetic, synthetic_train: 300, synthetic_test: 100, synthetic_seed: 0}
-models: [resnet20]
-paper_role: {resnet20: resnet110}
-seeds: [0]
-pretrain: {epochs: 4, batch_size: 32}
-weight_shift: {steps: 2}
-finetune: {batch_size: 32, max_batches: 2, early_halt: 0, max_steps: 4}
-experiments:
-  fig3: {ratios: [0.4], etas: [0.3], theta: 1.5, baseline: true}
-  table1: {ratios: {resnet20: 0.4}, etas: [0.3], theta: 1.5, lr_policies: [icepick]}
-  thresholds: {thetas: [1.5], eta: 0.3, lr_policy: icepick}
-"""
 TARGETS = [
     "results/summary/runs.csv",
     "results/summary/steps.csv",
@@ -67,15 +52,7 @@ TIME_FIELD = re.compile(r"^t_|seconds|^time$|saved_wall|hostname|git_commit|gpu_
 
 
 def _workflow(dest: Path) -> Path:
-    dest.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    (dest / "crash.yaml").write_text(CONFIG)
-    return dest
+    return copy_workflow(dest)
 
 
 def _env(slot_dir: Path) -> dict[str, str]:
@@ -86,7 +63,8 @@ def _env(slot_dir: Path) -> dict[str, str]:
 
 
 def _args(*extra: str) -> list[str]:
-    return [str(SNAKEMAKE), *TARGETS, "--configfile", "crash.yaml", "--cores", "2", "--resources", "gpu=2", *extra]
+    return [str(SNAKEMAKE), *TARGETS, "--configfile", "config/test.yaml", "--cores", "2", "--resources", "gpu=2",
+            *extra]
 
 
 def _snakemake(cwd: Path, env: dict[str, str], *extra: str) -> None:
@@ -191,7 +169,7 @@ def test_a_killed_workflow_resumes_and_ends_with_the_same_outputs(tmp_path):
 
     # GPU slots (simulated): every job that trains or evaluates held one of the two, and at
     # least once two jobs ran at the same time (a job found slot 0 taken and held slot 1).
-    records = [ref / "results/resnet20/pretrain.json", ref / "results/resnet20/trace/seed0.json",
+    records = [ref / "results/resnet20/pretrain.json", ref / "results/resnet20/trace/r0.4/seed0.json",
                *ref.glob("results/resnet20/runs/*/seed0/summary.json")]
     for record in records:
         slot = json.loads(record.read_text())["provenance"]["gpu_slot"]

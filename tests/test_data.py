@@ -19,6 +19,7 @@ from icepick.data import (
     CIFAR10_STD,
     MARKER,
     DataIntegrityError,
+    DestinationError,
     Split,
     eval_batches,
     fetch_cifar10,
@@ -130,6 +131,15 @@ def test_damaged_generated_file_is_detected(synth_root, tmp_path):
     with pytest.raises(DataIntegrityError, match="data_batch_3") as info:
         load_cifar10(root, train=True)
     assert "data synth" in str(info.value)  # says how to recover
+    assert "--seed 0 --difficulty standard`" in str(info.value)  # ... with the marker's every setting
+
+
+def test_the_regeneration_command_names_the_difficulty(tmp_path):
+    synth_cifar10(tmp_path, 20, 10, seed=2, difficulty="easy")
+    (tmp_path / BASE_FOLDER / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        load_cifar10(tmp_path, train=False)
+    assert f"`python -m icepick data synth --out {tmp_path} --train 20 --test 10 --seed 2 --difficulty easy`" in str(info.value)
 
 
 def test_missing_generated_file_is_named(synth_root, tmp_path):
@@ -173,8 +183,9 @@ def test_failed_download_says_what_to_place_where(tmp_path, monkeypatch):
 
 
 def test_fetch_refuses_a_generated_folder(synth_root):
-    with pytest.raises(DataIntegrityError, match="generated"):
+    with pytest.raises(DestinationError, match="generated") as info:
         fetch_cifar10(synth_root)
+    assert "--force" in str(info.value)
 
 
 def test_synth_rejects_bad_sizes(tmp_path):

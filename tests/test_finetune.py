@@ -1,29 +1,19 @@
-"""Fine-tuning FT(.): the KD loss, freezing that really skips work, and the NaN guard."""
+"""Fine-tuning FT(.): the KD loss, the early-halt interval, the SGD update, the NaN guard, and the
+optimised hot path computing what a plain loop does."""
 
 import math
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from icepick.data import Split
-from icepick.finetune import SGD, FinetuneConfig, distillation_loss, finetune, kd_loss
-from icepick.freezing import (
-    apply_freezing,
-    layer_trainable,
-    select_frozen,
-    trainable_fraction,
-    training_macs_per_sample,
-)
+from icepick.config import ConfigError
+from icepick.data import train_batches
+from icepick.finetune import SGD, FinetuneConfig, distillation_loss, finetune, halt_interval, kd_loss
 from icepick.models import build_model
-from icepick.pruning import conv_layers, layer_macs
-
-
-def _random_split(n: int = 64, seed: int = 0) -> Split:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    return Split(images, labels)
+from icepick.runtime import MEMORY_FORMAT
 
 
 def test_kd_loss_equals_a_hand_computation():
@@ -49,91 +39,53 @@ def test_kd_loss_is_zero_when_student_matches_teacher():
     assert kd_loss(logits, logits.clone()).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_a_frozen_layers_weights_do_not_change():
-    torch.manual_seed(0)
-    model = build_model("resnet20")
-    teacher = build_model("resnet20").eval()
-    names = [name for name, _, _ in conv_layers(model)]
-    frozen = names[:4] + [names[10]]
-    apply_freezing(model, frozen)
-    layers = {name: (conv, bn) for name, conv, bn in conv_layers(model)}
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    finetune(model, teacher, _random_split(), lr=0.05, cfg=FinetuneConfig(batch_size=32), seed=0)
-    after = model.state_dict()
-    for name in frozen:
-        conv, bn = layers[name]
-        assert torch.equal(after[f"{name}.weight"], before[f"{name}.weight"]), name
-        bn_name = next(n for n, m in model.named_modules() if m is bn)
-        assert torch.equal(after[f"{bn_name}.weight"], before[f"{bn_name}.weight"]), bn_name
-        assert torch.equal(after[f"{bn_name}.bias"], before[f"{bn_name}.bias"]), bn_name
-        assert conv.weight.grad is None and bn.weight.grad is None
-    trained = [n for n in names if n not in frozen]
-    changed = [n for n in trained if not torch.equal(after[f"{n}.weight"], before[f"{n}.weight"])]
-    assert changed == trained
-
-
-def test_no_gradient_flows_into_a_frozen_prefix():
-    model = build_model("resnet20")
-    names = [name for name, _, _ in conv_layers(model)]
-    apply_freezing(model, names[:3])  # stem and the first block's two convs
-    outputs = {}
-    _, _, last_frozen_bn = conv_layers(model)[2]
-    last_frozen_bn.register_forward_hook(lambda m, i, o: outputs.setdefault("prefix", o))
-    model.train()
-    model(torch.randn(2, 3, 32, 32)).sum().backward()
-    assert not outputs["prefix"].requires_grad  # autograd built no graph for the frozen prefix
-    assert model.conv1.weight.grad is None
-
-
-def test_select_frozen_takes_the_ceil_eta_n_smallest_scores():
-    scores = {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.9, "e": 0.2}
-    assert select_frozen(scores, 0.0) == []
-    assert select_frozen(scores, 0.3) == ["b", "e"]  # ceil(1.5) = 2
-    assert select_frozen(scores, 0.7) == ["a", "b", "c", "e"]  # ceil(3.5) = 4, in forward order
-    assert select_frozen({"x": 1.0, "y": 1.0, "z": 0.0}, 0.5) == ["x", "z"]  # ties: earlier layer first
-
-
-def test_freezing_lowers_trainable_fraction_and_training_macs():
-    model = build_model("resnet20")
-    macs = layer_macs(model)
-    full = training_macs_per_sample(macs, layer_trainable(model))
-    forward = sum(macs.values())
-    assert full == 3 * forward - macs[next(iter(macs))]  # no input gradient for the first layer
-    names = [name for name, _, _ in conv_layers(model)]
-    apply_freezing(model, names[: len(names) // 2])
-    assert 0 < trainable_fraction(model) < 1
-    partial = training_macs_per_sample(macs, layer_trainable(model))
-    assert forward < partial < full
-
-
-def test_nan_loss_stops_with_a_clear_error():
+def test_nan_loss_stops_with_a_clear_error(random_split):
     model = build_model("resnet20")
     with torch.no_grad():
         model.linear.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
-        finetune(model, None, _random_split(32), lr=0.1, cfg=FinetuneConfig(batch_size=16), seed=0)
+        finetune(model, None, random_split(32), lr=0.1, cfg=FinetuneConfig(batch_size=16), seed=0)
 
 
-def test_finetune_is_deterministic_by_seed():
+def test_finetune_is_deterministic_by_seed(random_split):
     def trained(seed):
         torch.manual_seed(0)
         model = build_model("resnet20")
-        finetune(model, None, _random_split(), lr=0.05, cfg=FinetuneConfig(batch_size=32), seed=seed)
+        finetune(model, None, random_split(), lr=0.05, cfg=FinetuneConfig(batch_size=32), seed=seed)
         return model.linear.weight.detach().clone()
 
     assert torch.equal(trained(1), trained(1))
     assert not torch.equal(trained(1), trained(2))
 
 
-def test_max_batches_and_early_halt_cut_the_epoch_short():
+def test_max_batches_and_early_halt_cut_the_epoch_short(random_split):
     model = build_model("resnet20")
-    split = _random_split(128)
+    split = random_split(128)
     cfg = FinetuneConfig(batch_size=16, max_batches=3)
     assert finetune(model, None, split, 0.01, cfg, seed=0).batches == 3
     calls = []
     cfg = FinetuneConfig(batch_size=16, early_halt=2)
     result = finetune(model, None, split, 0.01, cfg, seed=0, should_stop=lambda: calls.append(1) or len(calls) == 2)
     assert result.halted_early and result.batches == 4 and len(calls) == 2
+
+
+def test_the_early_halt_interval_is_a_fraction_of_the_epoch_or_a_number_of_batches(random_split):
+    assert halt_interval(0.25, 391) == 98  # CIFAR-10 at batch 128: about every 100 batches, as before
+    assert halt_interval(0.25, 12) == 3  # the same share of a 12-batch epoch: it checks there too
+    assert halt_interval(0.25, 1) == 1
+    assert halt_interval(100, 391) == 100 and halt_interval(0, 391) == 0
+    calls = []
+    cfg = FinetuneConfig(batch_size=16, early_halt=0.25)  # 8 batches: a check every 2
+    result = finetune(build_model("resnet14"), None, random_split(128), 0.01, cfg, seed=0,
+                      should_stop=lambda: calls.append(1) and False)
+    assert result.batches == 8 and not result.halted_early and len(calls) == 3  # after batches 2, 4, 6
+    assert FinetuneConfig().early_halt == 0.25  # on by default (Figure 1, case 4)
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, float("nan")])
+def test_an_early_halt_that_is_neither_a_fraction_nor_whole_batches_is_refused(value):
+    with pytest.raises(ConfigError, match="early_halt"):
+        FinetuneConfig(early_halt=value)
 
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.9, 1e-4), (0.0, 1e-4), (0.9, 0.0)])
@@ -173,3 +125,41 @@ def test_fine_tuning_does_not_import_torch_dynamo(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def _plain_losses(model, teacher, split, lr, batch_size, seed):
+    """Fine-tuning the plain way: NCHW, no_grad teacher with its BNs, per-parameter SGD, zero_grad()."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, foreach=False)
+    model.train()
+    losses = []
+    for x, y in train_batches(split, batch_size, seed=seed):
+        opt.zero_grad()
+        with torch.no_grad():
+            z_t = teacher(x)
+        loss = distillation_loss(model(x), z_t, y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_optimised_finetune_follows_the_plain_loss_trajectory(model_and_teacher, random_split):
+    init, teacher = model_and_teacher("resnet20")
+    split = random_split(5 * 32, seed=3)
+    fast, plain = copy.deepcopy(init), copy.deepcopy(init)
+    result = finetune(fast, teacher, split, 0.01, FinetuneConfig(batch_size=32), seed=7)
+    expected = _plain_losses(plain, teacher, split, 0.01, 32, seed=7)
+    assert len(result.losses) == 5
+    assert result.losses == pytest.approx(expected, rel=1e-4)
+    assert result.mean_loss == pytest.approx(sum(expected) / 5, rel=1e-4)
+    for p_fast, p_plain in zip(fast.parameters(), plain.parameters()):
+        assert torch.allclose(p_fast, p_plain, atol=1e-3), "weights drifted apart beyond rounding"
+    assert fast.conv1.weight.is_contiguous(memory_format=MEMORY_FORMAT)  # the student trains channels_last
+
+
+def test_first_step_matches_on_mobilenet_too(model_and_teacher, random_split):
+    init, teacher = model_and_teacher("mobilenetv2_w025")
+    split = random_split(32, seed=4)
+    result = finetune(copy.deepcopy(init), teacher, split, 0.01, FinetuneConfig(batch_size=32), seed=1)
+    expected = _plain_losses(copy.deepcopy(init), teacher, split, 0.01, 32, seed=1)
+    assert result.losses == pytest.approx(expected, rel=1e-5)

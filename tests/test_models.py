@@ -25,7 +25,7 @@ EXACT_PARAMS = {
     "resnet110_w050": 434_290,
     "resnet152_w050": 605_202,
 }
-# the paper's table (METHOD.md): ~1.73M, ~2.41M, ~2.30M
+# the paper's table (docs/method.md): ~1.73M, ~2.41M, ~2.30M
 PAPER_PARAMS = {"resnet110": 1.73e6, "resnet152": 2.41e6, "mobilenetv2": 2.30e6}
 BLOCKS = {
     "resnet14": 6, "resnet20": 9, "resnet32": 15, "resnet56": 27, "resnet110": 54, "resnet152": 75,

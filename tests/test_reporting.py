@@ -349,6 +349,20 @@ def test_claims_lists_every_claim(summary_dir):
     assert md.count("\n| ") == len(EXPECTED_CLAIMS) + 1  # header + one row per claim
 
 
+def test_a_number_that_depends_on_scale_is_marked_so_not_a_bare_no(summary_dir):
+    """87.6% saved is a number of the paper's scale; 'more freezing saves more' is not."""
+    runs = pd.read_csv(summary_dir / "runs.csv")
+    table = reporting.claims(runs, pd.read_csv(summary_dir / "weight_shift.csv"),
+                             pd.read_csv(summary_dir / "pretrain.csv"), None, MODELS).set_index("id")
+    assert table.loc["time-headline", "scale"] == "yes" and table.loc["table1-acc-resnet110-eta0.3-fixed", "scale"] == "yes"
+    assert table.loc["freeze-time-resnet110-r0.4", "scale"] == "no" and table.loc["table1-fewer-ft", "scale"] == "no"
+    md = reporting.claims_markdown(table.reset_index())
+    assert "| table1-acc-resnet110-eta0.3-fixed |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| table1-acc-resnet110-eta0.3-fixed |"))
+    assert row.endswith("| no (scale) |")
+    assert "of them numbers that depend on scale" in md
+
+
 def test_claims_with_missing_results_say_na():
     runs = pd.DataFrame(columns=reporting.RUN_COLUMNS)
     table = reporting.claims(runs)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -27,20 +28,10 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-device: cpu
-threads: 1
-data: {source: synthetic, root: data/synthetic, synthetic_train: 300, synthetic_test: 100, synthetic_seed: 0}
-models: [resnet20]
-paper_role: {resnet20: resnet110}
-seeds: [0]
+# config/test.yaml with shorter pretraining and runs: each cluster job waits for the scheduler.
+OVERLAY = """\
 pretrain: {epochs: 2, batch_size: 64}
-weight_shift: {steps: 2}
-finetune: {batch_size: 64, max_batches: 2, early_halt: 0, max_steps: 2}
-experiments:
-  fig3: {ratios: [0.4], etas: [0.3], theta: 1.5, baseline: true}
-  table1: {ratios: {resnet20: 0.4}, etas: [0.3], theta: 1.5, lr_policies: [icepick]}
-  thresholds: {thetas: [1.5], eta: 0.3, lr_policy: icepick}
+finetune: {batch_size: 64, max_steps: 2}
 """
 TARGETS = ["results/summary/fig3/runs.csv", "results/resnet20/weight_shift.csv"]
 # The cluster jobs of those targets, and what profiles/slurm asks for each (time limit, memory).
@@ -105,26 +96,15 @@ def cluster():
         assert stop.returncode == 0 and not left, f"stopping the cluster failed:\n{stop.stderr}\n{left}"
 
 
-def _copy_workflow(dest: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    (dest / "tiny.yaml").write_text(CONFIG)
-    return dest
-
-
 def test_one_model_runs_through_the_slurm_executor(cluster, tmp_path):
-    cwd = _copy_workflow(tmp_path)
+    cwd = copy_workflow(tmp_path, slurm=OVERLAY)
     proc = subprocess.run(
-        [str(SNAKEMAKE), *TARGETS, "--workflow-profile", "profiles/slurm", "--configfile", "tiny.yaml",
+        [str(SNAKEMAKE), *TARGETS, "--workflow-profile", "profiles/slurm", "--configfile", "config/test.yaml", "slurm.yaml",
          "--slurm-init-seconds-before-status-checks", "2"],
         cwd=cwd, env=cluster, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    for target in [*TARGETS, "results/resnet20/pretrained.pt", "results/resnet20/trace/seed0.json",
+    for target in [*TARGETS, "results/resnet20/pretrained.pt", "results/resnet20/trace/r0.4/seed0.json",
                    "results/resnet20/runs/baseline-fixed-r0.4-eta0-theta0/seed0/summary.json",
                    "results/resnet20/runs/icepick-icepick-r0.4-eta0.3-theta1.5/seed0/summary.json"]:
         assert (cwd / target).stat().st_size > 0, target

@@ -52,6 +52,44 @@ def test_milestones_may_be_absolute_epochs_and_scale_as_fractions():
     assert [learning_rate(short, e) for e in range(3)] == pytest.approx([0.1, 0.1, 0.001])
 
 
+def test_deep_resnets_warm_up_by_default_and_the_others_do_not():
+    """He et al. 2016, Sec. 4.2: the 110-layer net needs a warm-up at lr/10; 'auto' applies it from 110 layers."""
+    for model in ("resnet110", "resnet152", "resnet110_w050", "resnet152_w050"):
+        assert PretrainConfig(model=model).uses_warmup, model
+    for model in ("resnet20", "resnet56", "resnet56_w050", "mobilenetv2"):
+        assert not PretrainConfig(model=model).uses_warmup, model
+    assert not PretrainConfig(model="resnet110", warmup="off").uses_warmup
+    assert PretrainConfig(model="mobilenetv2_w025", warmup="on").uses_warmup
+
+
+def _epoch_lrs(split, cfg, warmup):
+    """The learning rate of every SGD step of one epoch of ``_train_epoch`` at lr 0.1."""
+    from icepick.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen, step = [], opt.step
+    opt.step = lambda: (seen.append(opt.param_groups[0]["lr"]), step())[1]
+    _, _, warm = train_mod._train_epoch(model, opt, split, cfg, 0, torch.device("cpu"), 0.1, warmup)
+    return seen, warm
+
+
+def test_the_warm_up_trains_at_a_tenth_of_the_rate_until_the_training_error_falls_below_the_threshold(synth_splits):
+    from icepick.data import subset
+
+    split = subset(synth_splits[0], torch.arange(64))  # 32 batches of 2
+    cfg = _cfg(model="resnet14", batch_size=2, warmup="on", warmup_error=100.0)
+    warmup = train_mod.Warmup(active=True)
+    lrs, warm = _epoch_lrs(split, cfg, warmup)  # an error below 100% over a full window of 20 batches ends it
+    assert lrs == pytest.approx([0.01] * 20 + [0.1] * 12)
+    assert warm == 20 and warmup.iterations == 20 and not warmup.active
+    never = _cfg(model="resnet14", batch_size=2, warmup="on", warmup_error=1e-9)  # no window is that good
+    warmup = train_mod.Warmup(active=True)
+    lrs, warm = _epoch_lrs(split, never, warmup)
+    assert lrs == pytest.approx([0.01] * 32) and warm == 32 and warmup.active
+
+
 def test_mobilenetv2_recipe_is_cosine_with_wd_5e4():
     cfg = PretrainConfig(model="mobilenetv2")
     assert cfg.resolved_schedule == "cosine" and cfg.resolved_weight_decay == 5e-4
@@ -122,7 +160,7 @@ def test_accuracy_is_a_percentage_and_restores_the_mode(synth_splits):
 
 
 def test_pretrain_writes_every_output(synth_root, tmp_path):
-    from icepick.pruning import load_model
+    from icepick.model_files import load_model
 
     out_model, out_csv, out_json = _outputs(tmp_path)
     summary = pretrain(_cfg(), synth_root, out_model, out_csv, out_json)
@@ -144,7 +182,7 @@ def test_pretrain_writes_every_output(synth_root, tmp_path):
 
 
 def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
-    from icepick.pruning import load_model
+    from icepick.model_files import load_model
 
     cfg = _cfg(epochs=3, schedule="step", milestones=(2,))
     whole = _outputs(tmp_path, "whole")
@@ -173,6 +211,35 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
     pd.testing.assert_frame_equal(ca[cols], cb[cols])
 
 
+def test_a_warm_up_cut_by_a_kill_resumes_where_it_stood(synth_root, tmp_path):
+    """The warm-up's window of batch errors is part of the checkpoint: killed after epoch 1 (16 of
+    the 20 batches the window needs), the resumed run ends the warm-up at the same batch."""
+    from icepick.model_files import load_model
+
+    cfg = _cfg(model="resnet14", epochs=3, batch_size=16, warmup="on", warmup_error=100.0)
+    whole = _outputs(tmp_path, "whole")
+    pretrain(cfg, synth_root, *whole)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_one(epoch, row):
+        if epoch == 1:
+            raise Killed
+
+    parts = _outputs(tmp_path, "parts")
+    with pytest.raises(Killed):
+        pretrain(cfg, synth_root, *parts, on_epoch_end=kill_after_one)
+    pretrain(cfg, synth_root, *parts)
+    ca, cb = pd.read_csv(whole[1]), pd.read_csv(parts[1])
+    assert list(ca["warmup_batches"]) == list(cb["warmup_batches"]) == [16, 4, 0]
+    a, _ = load_model(whole[0], "cpu")
+    b, _ = load_model(parts[0], "cpu")
+    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(ta, tb), name
+    assert json.loads(whole[2].read_text())["warmup_iterations"] == 20
+
+
 def test_a_checkpoint_of_another_configuration_is_not_continued(synth_root, tmp_path):
     cfg = _cfg(epochs=2)
     out = _outputs(tmp_path)
@@ -189,7 +256,7 @@ def test_a_checkpoint_of_another_configuration_is_not_continued(synth_root, tmp_
 
 
 def test_nan_loss_stops_with_an_error_naming_the_epoch(synth_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod, "_train_epoch", lambda *a, **k: (float("nan"), 10.0))
+    monkeypatch.setattr(train_mod, "_train_epoch", lambda *a, **k: (float("nan"), 10.0, 0))
     out = _outputs(tmp_path)
     with pytest.raises(FloatingPointError, match="epoch 1"):
         pretrain(_cfg(), synth_root, *out)

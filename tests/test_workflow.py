@@ -40,10 +40,10 @@ THRESHOLD_CONFIGS = 3 - 2
 CONFIGS_PER_MODEL = FIG3_CONFIGS + TABLE1_CONFIGS + THRESHOLD_CONFIGS  # 13
 
 PAPER_JOBS = {
-    "data_fetch": 1,
+    "data_import": 1,
     "pretrain": 3,
     "weight_shift": 3,
-    "trace": 3 * N_SEEDS,  # every seed has runs that freeze
+    "trace": 3 * N_SEEDS * 2,  # a trace per (model, seed, ratio): r 0.4 and 0.6 both have runs that freeze
     "run": 3 * N_SEEDS * CONFIGS_PER_MODEL,  # 390
     "aggregate_group": 3,
     "aggregate_all": 1,
@@ -128,7 +128,7 @@ def copy_workflow(dest: Path) -> Path:
 
 # Depth of every rule in the DAG: outputs get times in this order, as after a real run.
 STAGE = {
-    "data_fetch": 0, "data_synth": 0, "pretrain": 1, "trace": 2, "weight_shift": 2, "run": 3,
+    "data_import": 0, "data_synth": 0, "pretrain": 1, "trace": 2, "weight_shift": 2, "run": 3,
     "aggregate_group": 4, "aggregate_pretrain": 4, "aggregate_weight_shift": 4, "fig_lr_schedule": 4,
     "aggregate_all": 5, "table1": 5, "table_time_savings": 5, "fig2_weight_shift": 5, "fig3_accuracy": 5,
     "fig_thresholds": 5, "claims": 6,
@@ -169,7 +169,7 @@ def test_paper_runs_cover_the_grid_once_per_seed(paper_plan):
     runs = [wc for rule, wc in jobs if rule == "run"]
     per_model = Counter(wc["model"] for wc in runs)
     assert per_model == {m: N_SEEDS * CONFIGS_PER_MODEL for m in PAPER_MODELS}
-    configs = {(wc["model"], wc["method"], wc["lr"], wc["ratio"], wc["eta"], wc["theta"]) for wc in runs}
+    configs = {(wc["model"], wc["method"], wc["lr_policy"], wc["ratio"], wc["eta"], wc["theta"]) for wc in runs}
     table1_r = {"resnet110": "0.6", "resnet152": "0.6", "mobilenetv2": "0.4"}
     expected = set()
     for m in PAPER_MODELS:
@@ -190,7 +190,7 @@ def test_table1_target_plans_only_its_ancestors():
     out = dry_run("paper_figures/table1.tex")
     counts = job_counts(out)
     assert counts == {
-        "data_fetch": 1,
+        "data_import": 1,
         "pretrain": 3,
         "trace": 3 * N_SEEDS,
         "run": 3 * N_SEEDS * TABLE1_CONFIGS,
@@ -202,11 +202,26 @@ def test_table1_target_plans_only_its_ancestors():
     assert {wc["method"] for wc in runs} == {"icepick"}
 
 
+def test_a_freezing_run_uses_the_trace_made_at_its_own_ratio():
+    out = dry_run("-p", "results/resnet110/runs/icepick-icepick-r0.6-eta0.3-theta1.5/seed2/summary.json")
+    assert job_counts(out)["trace"] == 1
+    assert "--trace results/resnet110/trace/r0.6/seed2.json" in out
+    assert "--ratio 0.6 --seed 2" in out  # the trace job prunes the first block at the run's ratio
+
+
+def test_a_fixed_trace_ratio_shares_one_trace_per_model_and_seed():
+    out = dry_run("--config", "trace_ratio=0.4")
+    assert job_counts(out)["trace"] == 3 * N_SEEDS
+    out = dry_run("-p", "--config", "trace_ratio=0.4", "--",
+                  "results/resnet110/runs/icepick-icepick-r0.6-eta0.3-theta1.5/seed2/summary.json")
+    assert "--trace results/resnet110/trace/r0.4/seed2.json" in out
+
+
 def test_smoke_profile_plans_the_small_configuration():
     out = dry_run("--workflow-profile", "profiles/smoke")
     counts = job_counts(out)
-    assert counts["data_synth"] == 1 and "data_fetch" not in counts
-    assert counts["pretrain"] == 3 and counts["trace"] == 3 * 2
+    assert counts["data_synth"] == 1 and "data_import" not in counts
+    assert counts["pretrain"] == 3 and counts["trace"] == 3 * 2 * 2  # seeds x the smoke's two ratios
     assert counts["run"] == 3 * 2 * CONFIGS_PER_MODEL
     jobs = planned_jobs(out)
     assert {wc["model"] for rule, wc in jobs if rule == "run"} == {"resnet14", "resnet20", "mobilenetv2_w025"}
@@ -234,8 +249,8 @@ def test_forcerun_pretrained_reruns_that_model_only(finished_copy):
     out = dry_run("--forcerun", "results/resnet110/pretrained.pt", cwd=finished_copy)
     counts = job_counts(out)
     assert counts["pretrain"] == 1 and counts["weight_shift"] == 1
-    assert counts["trace"] == N_SEEDS and counts["run"] == N_SEEDS * CONFIGS_PER_MODEL
-    assert "data_fetch" not in counts
+    assert counts["trace"] == 2 * N_SEEDS and counts["run"] == N_SEEDS * CONFIGS_PER_MODEL
+    assert "data_import" not in counts
     for rule, wc in planned_jobs(out):
         if rule in PER_MODEL_RULES:
             assert wc["model"] == "resnet110", (rule, wc)

@@ -40,14 +40,16 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     """--device, --threads, --precision and --gpu-slots."""
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (Snakemake's threads)")
-    parser.add_argument("--precision", default="fp32", help="fp32 (paper) or bf16 autocast")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32: strict fp32, the paper's arithmetic; tf32: TF32 convolutions and "
+                             "matmuls on Ampere and newer GPUs; bf16: bfloat16 autocast")
     parser.add_argument("--gpu-slots", type=_slots_int, default=None,
                         help="GPUs jobs on this machine share out, one each (default: $ICEPICK_GPU_SLOTS, "
                              "else every visible GPU); see icepick.devices")
 
 
 def setup_device(args: argparse.Namespace) -> "torch.device":  # noqa: F821
-    """Claim a GPU slot, resolve --device, set threads, enable cuDNN autotuning and TF32 on GPUs.
+    """Claim a GPU slot, resolve --device, set threads and the backends (cuDNN autotuning, TF32 per --precision).
 
     With --device auto or cuda on a machine with GPUs, the job first claims a free GPU slot
     (icepick.devices: a lock file per GPU, released by the OS when the process ends) and sets
@@ -58,5 +60,5 @@ def setup_device(args: argparse.Namespace) -> "torch.device":  # noqa: F821
     set_threads(args.threads)
     claim_for_job(args.device, getattr(args, "gpu_slots", None))
     device = resolve_device(args.device)
-    configure_backends(device)
+    configure_backends(device, args.precision)
     return device

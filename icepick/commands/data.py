@@ -1,4 +1,5 @@
-"""Command ``data``: ``data synth`` writes the generated CIFAR-format set, ``data fetch`` the real one."""
+"""Command ``data``: ``data import`` writes a labelled image set in the pipeline's format,
+``data synth`` the generated CIFAR-format set, ``data fetch`` the real CIFAR-10."""
 
 from __future__ import annotations
 
@@ -12,11 +13,37 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
+_SOURCES = "cifar10, cifar100, digits, imagefolder"  # icepick.data.SOURCES (not imported: it pulls in torch)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data synth`` and ``data fetch``."""
-    parser = subparsers.add_parser("data", help="put CIFAR-10 (real or generated) on disk")
+    """Add ``data import``, ``data synth`` and ``data fetch``."""
+    parser = subparsers.add_parser("data", help="put a data set on disk (imported, generated or CIFAR-10)")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    imp = sub.add_parser(
+        "import", help="write a labelled image set once into the pipeline's on-disk format (with manifest.json)",
+        description="Write a labelled image set into OUT/cifar-10-batches-py/ (the CIFAR-10 python layout) and "
+                    "OUT/manifest.json (classes, counts, split, augmentation, normalisation, md5 of every file).",
+    )
+    imp.add_argument("--source", required=True,
+                     help=f"one of {_SOURCES}: the official CIFAR-10/CIFAR-100 (downloaded, or from --path), "
+                          "scikit-learn's 8x8 digits (pip install 'icepick[digits]'), or --path with one "
+                          "sub-folder of images per class")
+    imp.add_argument("--path", type=Path, default=None,
+                     help="imagefolder: the folder of class folders; cifar10/cifar100: a folder holding the "
+                          "official folder or .tar.gz, or the .tar.gz (downloaded when absent)")
+    imp.add_argument("--out", required=True, type=Path, help="data folder to write")
+    imp.add_argument("--seed", type=seed_int, default=None,
+                     help="seed of the stratified train/test split (digits, imagefolder; default 0)")
+    imp.add_argument("--test-fraction", type=float, default=None,
+                     help="share of each class held out for the test split (digits, imagefolder; default 0.2)")
+    imp.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                     help="whether random horizontal flips suit the images (default: yes, but not for digits)")
+    imp.add_argument("--force", action="store_true",
+                     help="replace whatever OUT holds (without it: only an empty folder or an earlier import "
+                          "of the same source)")
+    imp.set_defaults(func=_import)
 
     synth = sub.add_parser("synth", help="write a generated data set in the CIFAR-10 on-disk format (no download)")
     synth.add_argument("--out", required=True, type=Path, help="data folder; files go to OUT/cifar-10-batches-py/")
@@ -24,18 +51,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--test", required=True, type=int, help="number of test images (>= 10)")
     synth.add_argument("--seed", type=seed_int, default=0, help="generator seed")
     synth.add_argument("--difficulty", default="standard", help="generator preset: standard or easy (smoke runs)")
+    synth.add_argument("--force", action="store_true",
+                       help="write even where OUT holds other data (without it: only an empty folder or an "
+                            "earlier generated set)")
     synth.set_defaults(func=_synth)
 
     fetch = sub.add_parser("fetch", help="download the real CIFAR-10 (or check files placed by hand)")
     fetch.add_argument("--root", required=True, type=Path, help="data folder; files go to ROOT/cifar-10-batches-py/")
+    fetch.add_argument("--force", action="store_true",
+                       help="download over whatever ROOT holds (other data, or CIFAR-10 files whose md5 differs)")
     fetch.set_defaults(func=_fetch)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from icepick.data import import_dataset
+
+    info = import_dataset(args.source, args.out, args.path, seed=args.seed, test_fraction=args.test_fraction,
+                          flip=args.flip, force=args.force)
+    log.info("imported %s into %s: %d classes, %d train and %d test images, flips %s; data set %s",
+             info.source, args.out, info.num_classes, info.n_train, info.n_test, "on" if info.flip else "off",
+             info.digest)
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
     from icepick.data import synth_cifar10
 
     folder = synth_cifar10(args.out, n_train=args.train, n_test=args.test, seed=args.seed,
-                           difficulty=args.difficulty)
+                           difficulty=args.difficulty, force=args.force)
     log.info("wrote a generated CIFAR-format data set (%d train, %d test, seed %d) to %s",
              args.train, args.test, args.seed, folder)
     return 0
@@ -44,6 +87,6 @@ def _synth(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from icepick.data import fetch_cifar10
 
-    fetch_cifar10(args.root)
+    fetch_cifar10(args.root, force=args.force)
     log.info("CIFAR-10 is present and intact under %s", args.root)
     return 0

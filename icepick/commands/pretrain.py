@@ -15,18 +15,19 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``pretrain`` subcommand."""
-    from icepick.train import SCHEDULES, PretrainConfig
+    from icepick.models import model_names
+    from icepick.train import SCHEDULES, WARMUPS, PretrainConfig
 
     d = PretrainConfig.__dataclass_fields__  # defaults shown in --help come from the config
     p = subparsers.add_parser("pretrain", help="pretrain a model from scratch (published recipes; resumes after a kill)")
-    p.add_argument("--model", required=True, help="model name, e.g. resnet110, resnet20, mobilenetv2")
+    p.add_argument("--model", required=True, help=f"model name: {', '.join(model_names())}")
     p.add_argument("--data", required=True, type=Path, help="data folder holding cifar-10-batches-py/")
     p.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
     p.add_argument("--epochs-csv", required=True, type=Path, help="per-epoch CSV to write")
     p.add_argument("--summary", required=True, type=Path, help="summary JSON to write")
-    p.add_argument("--epochs", type=int, default=d["epochs"].default)
+    p.add_argument("--epochs", type=int, default=d["epochs"].default, help="training epochs")
     p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate")
-    p.add_argument("--momentum", type=float, default=d["momentum"].default)
+    p.add_argument("--momentum", type=float, default=d["momentum"].default, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=None,
                    help="default: the recipe (1e-4 ResNets, 5e-4 MobileNetV2)")
     p.add_argument("--schedule", default=d["schedule"].default, choices=SCHEDULES,
@@ -34,9 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--milestones", type=float, nargs="+", default=list(d["milestones"].default),
                    help="step-schedule milestones: fractions of --epochs in (0, 1) or whole epochs (default 0.5 0.75)")
     p.add_argument("--gamma", type=float, default=d["gamma"].default, help="step-schedule lr factor")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
-    p.add_argument("--seed", type=seed_int, default=d["seed"].default)
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="batch size")
+    p.add_argument("--seed", type=seed_int, default=d["seed"].default, help="initialisation, data order and augmentation")
     p.add_argument("--n-train", type=int, default=None, help="train on a fixed random subset of N images")
+    p.add_argument("--warmup", default=d["warmup"].default, choices=WARMUPS,
+                   help="He et al. 2016 Sec. 4.2: start at --warmup-factor x lr until the training error is below "
+                        "--warmup-error; auto = on for ResNets of 110 layers or more")
+    p.add_argument("--warmup-factor", type=float, default=d["warmup_factor"].default,
+                   help="warm-up rate as a fraction of --lr")
+    p.add_argument("--warmup-error", type=float, default=d["warmup_error"].default,
+                   help="training error (percent, last 20 batches) that ends the warm-up")
     add_device_args(p)
     p.set_defaults(func=_pretrain)
 
@@ -49,7 +57,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         model=args.model, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, milestones=milestones, gamma=args.gamma,
         batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads,
-        n_train=args.n_train, precision=args.precision,
+        n_train=args.n_train, precision=args.precision, warmup=args.warmup,
+        warmup_factor=args.warmup_factor, warmup_error=args.warmup_error,
     )
     setup_device(args)  # threads, and cuDNN autotuning / TF32 on GPUs as for the other commands
     summary = pretrain(cfg, args.data, args.out, args.epochs_csv, args.summary)

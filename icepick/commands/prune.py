@@ -8,13 +8,15 @@ from pathlib import Path
 
 import torch
 
-from icepick.algorithm import RunConfig, load_experiment_data, load_teacher, read_trace, run_experiment
-from icepick.analysis import freeze_trace, shift_trace, weight_shift_table
+from icepick.algorithm import RunConfig, load_teacher, read_trace, run_experiment
+from icepick.data import check_classes, load_experiment_data
+from icepick.analysis import WeightShiftConfig, shift_trace, trace_record, weight_shift_table
 from icepick.commands.common import add_device_args, seed_int, setup_device
 from icepick.config import ConfigError
 from icepick.finetune import FinetuneConfig
-from icepick.pruning import conv_layers, load_model
-from icepick.records import provenance, write_csv, write_json
+from icepick.model_files import load_model
+from icepick.pruning import conv_layers
+from icepick.records import write_csv, write_json
 
 __all__ = ["register"]
 
@@ -28,22 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_weight_shift(subparsers)
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -> None:
+    from icepick.models import model_names
+
+    d = RunConfig()
     p.add_argument("--pretrained", required=True, type=Path, help="pretrained model file (icepick pretrain)")
     p.add_argument("--model", default=None,
-                   help="the architecture --pretrained must hold (e.g. resnet20); a file of another one is an error")
+                   help=f"the architecture --pretrained must hold ({', '.join(model_names())}); "
+                        "a file of another one is an error")
     p.add_argument("--data", required=True, type=Path, help="data directory holding cifar-10-batches-py/")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--ratio", type=float, default=0.4, help="r: fraction of each block's filters pruned")
-    p.add_argument("--decision-split", default="test", help="test (paper) or val (held out of training)")
-    p.add_argument("--val-size", type=int, default=5000, help="images held out when --decision-split val")
+    p.add_argument("--seed", type=seed_int, default=d.seed, help="seed of the fine-tunings' data order")
+    p.add_argument("--ratio", type=float, default=ratio, help="r: fraction of each pruned block's filters removed")
+    p.add_argument("--decision-split", default=d.decision_split, help="test (paper) or val (held out of training)")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="images held out when --decision-split val")
 
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     d = FinetuneConfig()
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
-    p.add_argument("--kd-weight", type=float, default=d.kd_weight)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="fine-tuning batch size")
+    p.add_argument("--kd-temperature", type=float, default=d.kd_temperature, help="T of the distillation term")
+    p.add_argument("--kd-weight", type=float, default=d.kd_weight, help="weight of the distillation term (0 = CE only)")
     p.add_argument("--max-batches", type=int, default=d.max_batches, help="cap per fine-tuning (0 = one epoch)")
 
 
@@ -54,11 +60,21 @@ def _finetune_config(args: argparse.Namespace, **extra) -> FinetuneConfig:
     )
 
 
+def _halt_value(text: str) -> float:
+    """--early-halt: '0.25' (a fraction of an epoch) or '100' (batches), kept as given."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction of an epoch or a number of batches, not {text!r}") from None
+    return int(value) if value >= 1 and value == int(value) else value
+
+
 def _register_trace(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("trace", help="freeze trace: score every conv layer by its weight shift")
+    p = subparsers.add_parser(
+        "trace", help="freeze trace: prune the first block at --ratio, fine-tune one epoch, score every conv by its weight shift")
     _add_data_args(p)
     _add_finetune_args(p)
-    p.add_argument("--base-lr", type=float, default=1e-3, help="learning rate of the trace's fine-tuning")
+    p.add_argument("--base-lr", type=float, default=RunConfig.base, help="learning rate of the trace's fine-tuning")
     p.add_argument("--out", required=True, type=Path, help="trace JSON")
     add_device_args(p)
     p.set_defaults(func=_trace)
@@ -66,31 +82,23 @@ def _register_trace(subparsers: argparse._SubParsersAction) -> None:
 
 def _shift_setup(args: argparse.Namespace):
     """What trace and weight-shift share: fine-tuning config, device, data, student and teacher."""
-    ft_cfg = _finetune_config(args)
+    ft_cfg = _finetune_config(args, early_halt=0)  # a full epoch, no threshold: nothing to halt for
     _check_pretrained(args)
     device = setup_device(args)
     torch.manual_seed(args.seed)
     data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
     model, _ = load_model(args.pretrained, device)
+    check_classes(model, data.info, args.pretrained)
     teacher = load_teacher(args.pretrained, device)
     return ft_cfg, device, data, model, teacher
 
 
 def _trace(args: argparse.Namespace) -> int:
     ft_cfg, device, data, model, teacher = _shift_setup(args)
-    from icepick.evaluate import accuracy
-
-    acc_before = accuracy(model, data.test)
-    trace = freeze_trace(model, teacher, data.train, args.ratio, args.base_lr, ft_cfg, args.seed)
-    record = {
-        "model": model.arch_name, "seed": args.seed, **trace,
-        "acc_before": acc_before, "acc_after": accuracy(model, data.test),
-        "config": {"ratio": args.ratio, "base_lr": args.base_lr, "decision_split": args.decision_split,
-                   "val_size": args.val_size, **vars(ft_cfg)},
-        "provenance": provenance(device),
-    }
+    record = trace_record(model, teacher, data, args.ratio, args.base_lr, ft_cfg, args.seed, device,
+                          {"decision_split": args.decision_split, "val_size": args.val_size})
     write_json(args.out, record)
-    log.info("freeze trace of %s: %d layers scored in %.1fs", model.arch_name, len(trace["layers"]), trace["seconds"])
+    log.info("freeze trace of %s: %d layers scored in %.1fs", model.arch_name, len(record["layers"]), record["seconds"])
     return 0
 
 
@@ -100,7 +108,7 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
     _add_data_args(p)
     _add_finetune_args(p)
     p.add_argument("--trace", type=Path, default=None, help="freeze trace JSON (needed when eta > 0)")
-    p.add_argument("--method", default=d.method, help="icepick or baseline")
+    p.add_argument("--method", default=d.method, help="icepick (Algorithm 1) or baseline (fine-tune after every step)")
     p.add_argument("--lr-policy", default=None, help="icepick (Eq. 1) or fixed; default icepick, baseline: fixed")
     p.add_argument("--theta", type=float, default=d.theta, help="accuracy-drop threshold in points, -100 to 100 (a negative value fine-tunes at every step; the workflow schema allows >= 0 only)")
     p.add_argument("--eta", type=float, default=d.eta, help="fraction of conv layers frozen")
@@ -108,11 +116,16 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--delta", type=float, default=d.delta, help="Eq. 1 Delta")
     p.add_argument("--p", type=float, default=d.p, help="Eq. 1 p")
     p.add_argument("--beta", type=float, default=d.beta, help="Eq. 1 beta")
-    p.add_argument("--lr-shape", default=d.finetune.lr_shape, help="constant or one_cycle")
-    p.add_argument("--early-halt", type=int, default=100,
-                   help="check the accuracy every K batches and stop fine-tuning below theta (0 = full epoch)")
+    p.add_argument("--lr-shape", default=d.finetune.lr_shape, help="constant or one_cycle (not for the baseline)")
+    p.add_argument("--early-halt", type=_halt_value, default=d.finetune.early_halt,
+                   help="Figure 1 case (4): check the accuracy every so often and stop fine-tuning once the drop is "
+                        "below theta; a fraction in (0, 1) of the fine-tuning's batches, a whole number of batches, "
+                        "or 0 for full epochs (the authors' code); the baseline never halts")
     p.add_argument("--freeze-bn-stats", action="store_true", help="keep frozen layers' BN statistics fixed")
-    p.add_argument("--max-steps", type=int, default=0, help="prune only the first N blocks (0 = all)")
+    p.add_argument("--freeze-layers", default=d.freeze_layers,
+                   help="layers ranked for freezing (N of ceil(eta*N)): blocks (the convolutions of the prunable "
+                        "blocks, the authors' trace) or all (every convolution)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="prune only the first N blocks (0 = all)")
     p.add_argument("--steps-out", required=True, type=Path, help="per-step CSV")
     p.add_argument("--summary-out", required=True, type=Path, help="summary JSON")
     p.add_argument("--model-out", required=True, type=Path, help="pruned model file")
@@ -127,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         method=args.method, lr_policy=lr_policy, theta=args.theta, eta=args.eta, ratio=args.ratio,
         seed=args.seed, base=args.base, delta=args.delta, p=args.p, beta=args.beta,
         decision_split=args.decision_split, val_size=args.val_size, freeze_bn_stats=args.freeze_bn_stats,
-        max_steps=args.max_steps, device=args.device,
+        freeze_layers=args.freeze_layers, max_steps=args.max_steps,
         finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
     )
     trace = read_trace(args.trace)
@@ -170,11 +183,12 @@ def _check_trace_matches(trace: dict, model: torch.nn.Module, pretrained: Path, 
 
 
 def _register_weight_shift(subparsers: argparse._SubParsersAction) -> None:
+    w = WeightShiftConfig()
     p = subparsers.add_parser("weight-shift", help="Section 4.1: per-layer weight shift along iterative pruning")
-    _add_data_args(p)
+    _add_data_args(p, w.ratio)
     _add_finetune_args(p)
-    p.add_argument("--steps", type=int, default=10, help="pruning steps to trace")
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (paper: 0.001)")
+    p.add_argument("--steps", type=int, default=w.steps, help="pruning steps to trace")
+    p.add_argument("--lr", type=float, default=w.lr, help="fine-tuning learning rate (paper: 0.001)")
     p.add_argument("--out", required=True, type=Path, help="tidy CSV: model, step, layer, layer_index, shift")
     add_device_args(p)
     p.set_defaults(func=_weight_shift)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from icepick import reporting
+from icepick import reporting, schedule
 
 __all__ = ["register"]
 
@@ -185,10 +185,10 @@ def _register_figure(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_fig_thresholds)
 
     p = sub.add_parser("lr-schedule", help="Eq. 1: max learning rate against alpha")
-    p.add_argument("--base", type=float, default=1e-3)
-    p.add_argument("--delta", type=float, default=7.5e-4)
-    p.add_argument("--p", type=float, default=0.12)
-    p.add_argument("--beta", type=float, default=50.0)
+    p.add_argument("--base", type=float, default=schedule.BASE, help="Eq. 1 base")
+    p.add_argument("--delta", type=float, default=schedule.DELTA, help="Eq. 1 Delta")
+    p.add_argument("--p", type=float, default=schedule.P, help="Eq. 1 p")
+    p.add_argument("--beta", type=float, default=schedule.BETA, help="Eq. 1 beta")
     _add_figure_out(p)
     p.set_defaults(func=_fig_lr_schedule)
 

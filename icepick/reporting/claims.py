@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from icepick.reporting.paper import (
 )
 from icepick.reporting.tables import lr_name, table1, threshold_summary, time_savings
 
-__all__ = ["spearman", "weight_shift_stats", "claims", "claims_markdown"]
+__all__ = ["spearman", "weight_shift_stats", "claims", "claims_markdown", "CLAIM_COLUMNS", "CHECKS"]
 
 # ---------------------------------------------------------------- analysis helpers
 
@@ -78,6 +79,222 @@ def _ours_for_role(models: Iterable[str], role: str, roles: Mapping[str, str] | 
     return None
 
 
+#: Columns of claims.csv. ``scale`` marks a claim whose number depends on the scale of the
+#: experiment (model depth, data set, hardware): a run at another scale can test its direction
+#: but is not expected to reproduce its number.
+CLAIM_COLUMNS = ["id", "claim", "source", "paper", "ours", "tolerance", "holds", "scale"]
+
+
+@dataclass
+class _Claims:
+    """What every claim check reads (the runs split by group, the derived tables), and the rows."""
+
+    runs: pd.DataFrame
+    weight_shift: pd.DataFrame | None
+    pretrain: pd.DataFrame | None
+    roles: Mapping[str, str] | None
+    order: list[str]
+    savings: pd.DataFrame = field(init=False)
+    ice_savings: pd.DataFrame = field(init=False)
+    t1: pd.DataFrame = field(init=False)
+    thresholds: pd.DataFrame = field(init=False)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        groups = self.runs["group"].fillna("").astype(str) if "group" in self.runs else pd.Series("", index=self.runs.index)
+        member = lambda g: self.runs[groups.str.split(";").apply(lambda gs: g in gs)]  # noqa: E731
+        none = self.runs.iloc[:0]
+        fig3, tab1, thr = member("fig3"), member("table1"), member("thresholds")
+        self.savings = time_savings(fig3 if len(fig3) else none, self.roles, self.order)
+        has_ice = (self.savings["eta"] > 0).any()
+        self.ice_savings = self.savings[self.savings["eta"] > 0] if has_ice else self.savings
+        self.t1 = table1(tab1 if len(tab1) else none, self.roles, self.order)
+        self.thresholds = threshold_summary(thr if len(thr) else none, self.order)
+
+    def add(self, cid: str, claim: str, source: str, paper: str, ours: str, tolerance: str, ok: bool | None,
+            scale: bool = False) -> None:
+        self.rows.append({"id": cid, "claim": claim, "source": source, "paper": paper, "ours": ours,
+                          "tolerance": tolerance, "holds": _holds(ok), "scale": "yes" if scale else "no"})
+
+    def who(self, role: str) -> tuple[str | None, str]:
+        """Our model standing for the paper's ``role``, and how the claim names them."""
+        ours = _ours_for_role(self.order, role, self.roles)
+        return ours, display_name(role) + ("" if ours in (None, role) else f" (ours: {display_name(ours)})")
+
+
+def _time_headline(c: _Claims) -> None:
+    """Abstract: up to 87.6 % of the pruning time saved."""
+    best = c.ice_savings["saved_wall"].max() if len(c.ice_savings) else math.nan
+    c.add("time-headline", "ICE-Pick saves up to 87.6% of the pruning time (best model, r, eta)",
+          "Abstract; Sec. 1, 4.2", f"{PAPER_HEADLINE_SAVED:.1f}%", _fmt(best, 1, "%"),
+          f"ours >= paper - {TOL_SAVED_POINTS:g} points", None if math.isnan(best) else best >= PAPER_HEADLINE_SAVED - TOL_SAVED_POINTS,
+          scale=True)
+
+
+def _time_per_model(c: _Claims) -> None:
+    """Sec. 4.2: the time saved per model and r, "up to" (the best eta)."""
+    for ratio in (0.4, 0.6):
+        for role in PAPER_MODELS:
+            paper = PAPER_TIME_SAVED[(role, ratio)]
+            ours_model, who = c.who(role)
+            sub = c.ice_savings
+            sub = sub[(sub["model"] == ours_model) & np.isclose(sub["ratio"], ratio)] if ours_model else sub.iloc[:0]
+            ours = sub["saved_wall"].max() if len(sub) else math.nan
+            c.add(f"time-{role}-r{num(ratio)}", f"Time saved at r = {num(ratio)}, {who}, best eta (theta = 1.5%)",
+                  "Sec. 4.2, Fig. 3", f"{paper:.1f}%", _fmt(ours, 1, "%"), f"|ours - paper| <= {TOL_SAVED_POINTS:g} points",
+                  None if math.isnan(ours) else abs(ours - paper) <= TOL_SAVED_POINTS, scale=True)
+
+
+def _freezing_lowers_time(c: _Claims) -> None:
+    """Sec. 4.2: higher freezing ratios give higher reductions in overall time."""
+    for (model, ratio), sub in c.savings.groupby(["model", "ratio"], sort=False):
+        sub = sub.sort_values("eta")
+        secs = sub["seconds"].to_numpy()
+        base_sec = sub["baseline_seconds"].iloc[0]
+        ok = bool(len(secs) > 1 and all(b <= a + TOL_TIME_RELATIVE * base_sec for a, b in zip(secs, secs[1:])) and secs[-1] < secs[0])
+        ours = ", ".join(f"eta {num(e)}: {s:.1f}%" for e, s in zip(sub["eta"], sub["saved_wall"]))
+        c.add(f"freeze-time-{model}-r{num(ratio)}", f"Higher freezing ratios give higher time reductions ({display_name(model)}, r = {num(ratio)})",
+              "Sec. 4.2, Fig. 3", "time falls as eta rises", f"saved {ours}",
+              f"mean time non-increasing in eta (each step may rise by {TOL_TIME_RELATIVE:.0%} of the baseline's time), lower at the largest eta than at the smallest",
+              ok if len(secs) > 1 else None)
+
+
+def _ratio_lowers_saving(c: _Claims) -> None:
+    """Sec. 4.2: a higher pruning ratio gives a lower average reduction in time."""
+    for model in c.order:
+        by_r = c.ice_savings[c.ice_savings["model"] == model].groupby("ratio")["saved_wall"].mean()
+        claim = f"A higher pruning ratio gives a lower average time reduction ({display_name(model)})"
+        if len(by_r) >= 2:
+            lo, hi = by_r.index.min(), by_r.index.max()
+            c.add(f"ratio-time-{model}", claim, "Sec. 4.2", "lower at r = 0.6 than at r = 0.4",
+                  f"{by_r[lo]:.1f}% at r = {num(lo)}, {by_r[hi]:.1f}% at r = {num(hi)}",
+                  "strictly lower mean saving (over eta > 0) at the larger r", bool(by_r[hi] < by_r[lo]))
+        else:
+            c.add(f"ratio-time-{model}", claim, "Sec. 4.2", "lower at r = 0.6 than at r = 0.4", "n/a",
+                  "strictly lower mean saving at the larger r", None)
+
+
+def _maintains_accuracy(c: _Claims) -> None:
+    """Abstract, Sec. 4.2: ICE-Pick maintains accuracy (against the baseline, Figure 3)."""
+    for (model, ratio), sub in c.savings.groupby(["model", "ratio"], sort=False):
+        gap = float((sub["baseline_acc"] - sub["acc"]).max())
+        c.add(f"accuracy-{model}-r{num(ratio)}", f"ICE-Pick maintains accuracy vs the baseline ({display_name(model)}, r = {num(ratio)}, worst eta)",
+              "Abstract; Sec. 4.2, Fig. 3", "similar final accuracy", f"{gap:+.2f} points below the baseline",
+              f"at most {TOL_MAINTAIN_POINTS:g} points below the baseline", gap <= TOL_MAINTAIN_POINTS)
+
+
+def _table1_values(c: _Claims) -> None:
+    """Table 1, value by value: mean final accuracy and fine-tunings per run."""
+    t1 = c.t1
+    for (role, eta, lr), (p_acc, p_ft) in PAPER_TABLE1.items():
+        ours_model, who = c.who(role)
+        cell = t1[(t1["model"] == ours_model) & np.isclose(t1["eta"], eta) & (t1["lr_policy"] == lr)] if ours_model else t1.iloc[:0]
+        what = f"{who}, freeze {eta:.0%}, lr {lr_name(lr)}"
+        acc = float(cell["acc_mean"].iloc[0]) if len(cell) else math.nan
+        c.add(f"table1-acc-{role}-eta{num(eta)}-{lr}", f"Table 1 final accuracy: {what}", "Table 1",
+              f"{p_acc:.2f}%", _fmt(acc, 2, "%"), f"|ours - paper| <= {TOL_ACC_POINTS:g} point",
+              None if math.isnan(acc) else abs(acc - p_acc) <= TOL_ACC_POINTS, scale=True)
+        ft = float(cell["n_ft_mean"].iloc[0]) if len(cell) else math.nan
+        n = int(cell["n_seeds"].iloc[0]) if len(cell) else 0
+        total = int(cell["n_ft_total"].iloc[0]) if len(cell) else "n/a"
+        c.add(f"table1-ft-{role}-eta{num(eta)}-{lr}", f"Table 1 fine-tunings per run: {what}", "Table 1",
+              f"{p_ft / PAPER_RUNS:.1f} ({p_ft} in {PAPER_RUNS} runs)", f"{_fmt(ft, 1)} ({total} in {n} runs)",
+              f"within {TOL_FT_RELATIVE:.0%} of the paper's mean per run",
+              None if math.isnan(ft) else abs(ft - p_ft / PAPER_RUNS) <= TOL_FT_RELATIVE * p_ft / PAPER_RUNS, scale=True)
+
+
+def _fewer_finetunes(c: _Claims) -> None:
+    """Sec. 4.3: the scheduler triggers significantly fewer fine-tunings for 2 of 3 models."""
+    fewer, parts = 0, []
+    for model in order_models(c.t1["model"], c.order):
+        sub = c.t1[c.t1["model"] == model]
+        fixed = sub.loc[sub["lr_policy"] == "fixed", "n_ft_total"].sum()
+        ice = sub.loc[sub["lr_policy"] == "icepick", "n_ft_total"].sum()
+        if fixed > 0 and (sub["lr_policy"] == "icepick").any():
+            change = ice / fixed - 1
+            fewer += change <= -TOL_FEWER_FT
+            parts.append(f"{display_name(model)} {change:+.0%}")
+    n_models = len(parts)
+    c.add("table1-fewer-ft", "The ICE-Pick scheduler triggers significantly fewer fine-tunings than the fixed lr for 2 of 3 models",
+          "Sec. 4.3, Table 1", "2 of 3 (ResNet-110 -18%, ResNet-152 -28%, MobileNetV2 -8%)",
+          f"{fewer} of {n_models} ({', '.join(parts)})" if parts else "n/a",
+          f"'significantly fewer' = at least {TOL_FEWER_FT:.0%} fewer (both freezing ratios summed); holds when it is so for at least two thirds of the models",
+          None if not n_models else fewer >= math.ceil(2 * n_models / 3))
+
+
+def _comparable_accuracy(c: _Claims) -> None:
+    """Sec. 3.3, Table 1: the two learning-rate policies reach comparable accuracy."""
+    diffs = []
+    for _, sub in c.t1.groupby(["model", "eta"], sort=False):
+        if set(sub["lr_policy"]) >= {"fixed", "icepick"}:
+            a = sub.set_index("lr_policy")["acc_mean"]
+            diffs.append(abs(a["icepick"] - a["fixed"]))
+    worst = max(diffs) if diffs else math.nan
+    c.add("table1-comparable", "ICE-Pick and fixed lr reach comparable final accuracy (Table 1, worst model and eta)",
+          "Sec. 3.3, Table 1", "1.00 points (largest gap in Table 1)", _fmt(worst, 2, " points"),
+          f"largest |ICE-Pick - fixed| <= {TOL_COMPARABLE_POINTS:g} points", None if math.isnan(worst) else worst <= TOL_COMPARABLE_POINTS)
+
+
+def _thresholds(c: _Claims) -> None:
+    """Sec. 4.2: higher thresholds reduce the time while reasonably maintaining accuracy."""
+    for model, sub in c.thresholds.groupby("model", sort=False):
+        sub = sub.sort_values("theta")
+        secs = sub["seconds_mean"].to_numpy()
+        ok_time = bool(len(secs) > 1 and all(b <= a * (1 + TOL_TIME_RELATIVE) for a, b in zip(secs, secs[1:])) and secs[-1] < secs[0])
+        c.add(f"thresholds-time-{model}", f"Higher thresholds reduce the time required ({display_name(model)})", "Sec. 4.2",
+              "time falls as theta rises (no numbers given)",
+              ", ".join(f"theta {num(t)}: {s:.1f} s" for t, s in zip(sub["theta"], secs)),
+              f"mean time non-increasing in theta (up to {TOL_TIME_RELATIVE:.0%} noise per step), lower at the largest theta",
+              ok_time if len(secs) > 1 else None)
+        accs = sub["acc_mean"].to_numpy()
+        drop = float(accs[0] - accs[-1]) if len(accs) > 1 else math.nan
+        c.add(f"thresholds-accuracy-{model}", f"Higher thresholds still reasonably maintain accuracy ({display_name(model)})", "Sec. 4.2",
+              "accuracy reasonably maintained (no numbers given)",
+              ", ".join(f"theta {num(t)}: {a:.2f}%" for t, a in zip(sub["theta"], accs)),
+              f"final accuracy at the largest theta at most {TOL_MAINTAIN_POINTS:g} points below the smallest theta's",
+              None if math.isnan(drop) else drop <= TOL_MAINTAIN_POINTS)
+
+
+def _weight_shift(c: _Claims) -> None:
+    """Sec. 4.1: earlier layers shift less; the ordering of layers is maintained."""
+    if c.weight_shift is None or not len(c.weight_shift):
+        c.add("shift-early", "Earlier layers tend to see smaller weight shifts", "Sec. 4.1, Fig. 2", "observed", "n/a", f"rho >= {TOL_EARLY_RHO:g}", None)
+        c.add("shift-order", "The ordering of layers by shift is generally maintained", "Sec. 4.1, Fig. 2", "observed", "n/a", f"mean rho >= {TOL_ORDER_RHO:g}", None)
+        return
+    for _, s in weight_shift_stats(c.weight_shift).iterrows():
+        name = display_name(s["model"])
+        rho = s["rho_index_shift"]
+        c.add(f"shift-early-{s['model']}", f"Earlier layers tend to see smaller weight shifts ({name})", "Sec. 4.1, Fig. 2",
+              "observed in all three models (figure only)",
+              f"Spearman(layer index, shift) = {_fmt(rho, 2)}; mean shift first third {s['shift_first_third']:.3g}, last third {s['shift_last_third']:.3g}",
+              f"rho >= {TOL_EARLY_RHO:g}", None if math.isnan(rho) else rho >= TOL_EARLY_RHO)
+        rho = s["rho_first_vs_later"]
+        c.add(f"shift-order-{s['model']}", f"The ordering of layers by shift is generally maintained across steps ({name})", "Sec. 4.1, Fig. 2",
+              "generally maintained (figure only)",
+              f"mean Spearman(step 1, step s) = {_fmt(rho, 2)} over {int(s['n_steps'])} steps; consecutive steps {_fmt(s['rho_consecutive'], 2)}",
+              f"mean rho >= {TOL_ORDER_RHO:g}", None if math.isnan(rho) else rho >= TOL_ORDER_RHO)
+
+
+def _pretrained_context(c: _Claims) -> None:
+    """Context, not a claim of the paper: pretrained accuracy against the published recipes."""
+    for role, (lo, hi) in RECIPE_PRETRAINED_ACC.items():
+        ours_model, who = c.who(role)
+        acc = math.nan
+        if c.pretrain is not None and len(c.pretrain) and ours_model in set(c.pretrain["model"]):
+            acc = float(c.pretrain.loc[c.pretrain["model"] == ours_model, "final_test_acc"].iloc[0])
+        paper = f"{lo:.1f}-{hi:.1f}%" if lo != hi else f"{lo:.1f}%"
+        c.add(f"context-pretrained-{role}", f"Context, not a claim of the paper: pretrained test accuracy with the published recipe, {who}",
+              "docs/method.md (published recipes)", paper, _fmt(acc, 2, "%"), f"within {TOL_ACC_POINTS:g} point of the range",
+              None if math.isnan(acc) else lo - TOL_ACC_POINTS <= acc <= hi + TOL_ACC_POINTS, scale=True)
+
+
+#: Every claim check, in the order of claims.md.
+CHECKS = (
+    _time_headline, _time_per_model, _freezing_lowers_time, _ratio_lowers_saving, _maintains_accuracy,
+    _table1_values, _fewer_finetunes, _comparable_accuracy, _thresholds, _weight_shift, _pretrained_context,
+)
+
+
 def claims(
     runs: pd.DataFrame,
     weight_shift: pd.DataFrame | None = None,
@@ -95,173 +312,21 @@ def claims(
         models: our models in display order.
 
     Returns:
-        One row per claim: id, claim, source, paper, ours, tolerance, holds ('yes', 'no',
-        or 'n/a' where our results lack what the claim needs).
+        One row per claim (:data:`CLAIM_COLUMNS`): id, claim, source, paper, ours, tolerance,
+        holds ('yes', 'no', or 'n/a' where our results lack what the claim needs), and scale
+        ('yes' where the claim's number depends on the scale of the experiment).
     """
-    rows: list[dict[str, str]] = []
-
-    def add(cid, claim, source, paper, ours, tolerance, ok):
-        rows.append({"id": cid, "claim": claim, "source": source, "paper": paper, "ours": ours,
-                     "tolerance": tolerance, "holds": _holds(ok)})
-
-    groups = runs["group"].fillna("").astype(str) if "group" in runs else pd.Series("", index=runs.index)
-    in_group = lambda g: runs[groups.str.split(";").apply(lambda gs: g in gs)]  # noqa: E731
-    fig3, tab1, thr = in_group("fig3"), in_group("table1"), in_group("thresholds")
-    order = order_models(runs["model"], models)
-    savings = time_savings(fig3, roles, order) if len(fig3) else time_savings(runs.iloc[:0], roles, order)
-    ice_savings = savings[savings["eta"] > 0] if (savings["eta"] > 0).any() else savings
-
-    # 1. Headline: up to 87.6 % of the pruning time saved.
-    best = ice_savings["saved_wall"].max() if len(ice_savings) else math.nan
-    add("time-headline", "ICE-Pick saves up to 87.6% of the pruning time (best model, r, eta)",
-        "Abstract; Sec. 1, 4.2", f"{PAPER_HEADLINE_SAVED:.1f}%", _fmt(best, 1, "%"),
-        f"ours >= paper - {TOL_SAVED_POINTS:g} points", None if math.isnan(best) else best >= PAPER_HEADLINE_SAVED - TOL_SAVED_POINTS)
-
-    # 2. Per model and r: "up to" (best eta).
-    for ratio in (0.4, 0.6):
-        for role in PAPER_MODELS:
-            paper = PAPER_TIME_SAVED[(role, ratio)]
-            ours_model = _ours_for_role(order, role, roles)
-            sub = ice_savings[(ice_savings["model"] == ours_model) & (np.isclose(ice_savings["ratio"], ratio))] if ours_model else ice_savings.iloc[:0]
-            ours = sub["saved_wall"].max() if len(sub) else math.nan
-            who = display_name(role) + ("" if ours_model in (None, role) else f" (ours: {display_name(ours_model)})")
-            add(f"time-{role}-r{num(ratio)}", f"Time saved at r = {num(ratio)}, {who}, best eta (theta = 1.5%)",
-                "Sec. 4.2, Fig. 3", f"{paper:.1f}%", _fmt(ours, 1, "%"), f"|ours - paper| <= {TOL_SAVED_POINTS:g} points",
-                None if math.isnan(ours) else abs(ours - paper) <= TOL_SAVED_POINTS)
-
-    # 3. Higher freezing ratios give higher reductions in overall time.
-    for (model, ratio), sub in savings.groupby(["model", "ratio"], sort=False):
-        sub = sub.sort_values("eta")
-        secs = sub["seconds"].to_numpy()
-        base_sec = sub["baseline_seconds"].iloc[0]
-        ok = bool(len(secs) > 1 and all(b <= a + TOL_TIME_RELATIVE * base_sec for a, b in zip(secs, secs[1:])) and secs[-1] < secs[0])
-        ours = ", ".join(f"eta {num(e)}: {s:.1f}%" for e, s in zip(sub["eta"], sub["saved_wall"]))
-        add(f"freeze-time-{model}-r{num(ratio)}", f"Higher freezing ratios give higher time reductions ({display_name(model)}, r = {num(ratio)})",
-            "Sec. 4.2, Fig. 3", "time falls as eta rises", f"saved {ours}",
-            f"mean time non-increasing in eta (each step may rise by {TOL_TIME_RELATIVE:.0%} of the baseline's time), lower at the largest eta than at the smallest",
-            ok if len(secs) > 1 else None)
-
-    # 4. Higher pruning ratios: lower average reduction in time.
-    for model in order:
-        sub = ice_savings[ice_savings["model"] == model]
-        by_r = sub.groupby("ratio")["saved_wall"].mean()
-        if len(by_r) >= 2:
-            lo, hi = by_r.index.min(), by_r.index.max()
-            add(f"ratio-time-{model}", f"A higher pruning ratio gives a lower average time reduction ({display_name(model)})",
-                "Sec. 4.2", "lower at r = 0.6 than at r = 0.4", f"{by_r[lo]:.1f}% at r = {num(lo)}, {by_r[hi]:.1f}% at r = {num(hi)}",
-                "strictly lower mean saving (over eta > 0) at the larger r", bool(by_r[hi] < by_r[lo]))
-        else:
-            add(f"ratio-time-{model}", f"A higher pruning ratio gives a lower average time reduction ({display_name(model)})",
-                "Sec. 4.2", "lower at r = 0.6 than at r = 0.4", "n/a", "strictly lower mean saving at the larger r", None)
-
-    # 5. ICE-Pick maintains accuracy (vs the baseline, Figure 3).
-    for (model, ratio), sub in savings.groupby(["model", "ratio"], sort=False):
-        gap = float((sub["baseline_acc"] - sub["acc"]).max())
-        add(f"accuracy-{model}-r{num(ratio)}", f"ICE-Pick maintains accuracy vs the baseline ({display_name(model)}, r = {num(ratio)}, worst eta)",
-            "Abstract; Sec. 4.2, Fig. 3", "similar final accuracy", f"{gap:+.2f} points below the baseline",
-            f"at most {TOL_MAINTAIN_POINTS:g} points below the baseline", gap <= TOL_MAINTAIN_POINTS)
-
-    # 6. Table 1, value by value.
-    t1 = table1(tab1, roles, order) if len(tab1) else table1(runs.iloc[:0], roles, order)
-    for (role, eta, lr), (p_acc, p_ft) in PAPER_TABLE1.items():
-        ours_model = _ours_for_role(order, role, roles)
-        cell = t1[(t1["model"] == ours_model) & np.isclose(t1["eta"], eta) & (t1["lr_policy"] == lr)] if ours_model else t1.iloc[:0]
-        who = display_name(role) + ("" if ours_model in (None, role) else f" (ours: {display_name(ours_model)})")
-        what = f"{who}, freeze {eta:.0%}, lr {lr_name(lr)}"
-        acc = float(cell["acc_mean"].iloc[0]) if len(cell) else math.nan
-        add(f"table1-acc-{role}-eta{num(eta)}-{lr}", f"Table 1 final accuracy: {what}", "Table 1",
-            f"{p_acc:.2f}%", _fmt(acc, 2, "%"), f"|ours - paper| <= {TOL_ACC_POINTS:g} point",
-            None if math.isnan(acc) else abs(acc - p_acc) <= TOL_ACC_POINTS)
-        ft = float(cell["n_ft_mean"].iloc[0]) if len(cell) else math.nan
-        n = int(cell["n_seeds"].iloc[0]) if len(cell) else 0
-        add(f"table1-ft-{role}-eta{num(eta)}-{lr}", f"Table 1 fine-tunings per run: {what}", "Table 1",
-            f"{p_ft / PAPER_RUNS:.1f} ({p_ft} in {PAPER_RUNS} runs)", f"{_fmt(ft, 1)} ({int(cell['n_ft_total'].iloc[0]) if len(cell) else 'n/a'} in {n} runs)",
-            f"within {TOL_FT_RELATIVE:.0%} of the paper's mean per run",
-            None if math.isnan(ft) else abs(ft - p_ft / PAPER_RUNS) <= TOL_FT_RELATIVE * p_ft / PAPER_RUNS)
-
-    # 7. The scheduler triggers significantly fewer fine-tunings for 2 of 3 models.
-    fewer, parts = 0, []
-    for model in order_models(t1["model"], order):
-        sub = t1[t1["model"] == model]
-        fixed, ice = sub.loc[sub["lr_policy"] == "fixed", "n_ft_total"].sum(), sub.loc[sub["lr_policy"] == "icepick", "n_ft_total"].sum()
-        if fixed > 0 and (sub["lr_policy"] == "icepick").any():
-            change = ice / fixed - 1
-            fewer += change <= -TOL_FEWER_FT
-            parts.append(f"{display_name(model)} {change:+.0%}")
-    n_models = len(parts)
-    add("table1-fewer-ft", "The ICE-Pick scheduler triggers significantly fewer fine-tunings than the fixed lr for 2 of 3 models",
-        "Sec. 4.3, Table 1", "2 of 3 (ResNet-110 -18%, ResNet-152 -28%, MobileNetV2 -8%)",
-        f"{fewer} of {n_models} ({', '.join(parts)})" if parts else "n/a",
-        f"'significantly fewer' = at least {TOL_FEWER_FT:.0%} fewer (both freezing ratios summed); holds when it is so for at least two thirds of the models",
-        None if not n_models else fewer >= math.ceil(2 * n_models / 3))
-
-    # 8. Comparable accuracy of the two lr policies in Table 1.
-    diffs = []
-    for (model, eta), sub in t1.groupby(["model", "eta"], sort=False):
-        if set(sub["lr_policy"]) >= {"fixed", "icepick"}:
-            a = sub.set_index("lr_policy")["acc_mean"]
-            diffs.append(abs(a["icepick"] - a["fixed"]))
-    worst = max(diffs) if diffs else math.nan
-    add("table1-comparable", "ICE-Pick and fixed lr reach comparable final accuracy (Table 1, worst model and eta)",
-        "Sec. 3.3, Table 1", "1.00 points (largest gap in Table 1)", _fmt(worst, 2, " points"),
-        f"largest |ICE-Pick - fixed| <= {TOL_COMPARABLE_POINTS:g} points", None if math.isnan(worst) else worst <= TOL_COMPARABLE_POINTS)
-
-    # 9. Higher thresholds reduce the time while reasonably maintaining accuracy.
-    ts = threshold_summary(thr, order) if len(thr) else threshold_summary(runs.iloc[:0], order)
-    for model, sub in ts.groupby("model", sort=False):
-        sub = sub.sort_values("theta")
-        secs = sub["seconds_mean"].to_numpy()
-        ok_time = bool(len(secs) > 1 and all(b <= a * (1 + TOL_TIME_RELATIVE) for a, b in zip(secs, secs[1:])) and secs[-1] < secs[0])
-        add(f"thresholds-time-{model}", f"Higher thresholds reduce the time required ({display_name(model)})", "Sec. 4.2",
-            "time falls as theta rises (no numbers given)",
-            ", ".join(f"theta {num(t)}: {s:.1f} s" for t, s in zip(sub["theta"], secs)),
-            f"mean time non-increasing in theta (up to {TOL_TIME_RELATIVE:.0%} noise per step), lower at the largest theta",
-            ok_time if len(secs) > 1 else None)
-        accs = sub["acc_mean"].to_numpy()
-        drop = float(accs[0] - accs[-1]) if len(accs) > 1 else math.nan
-        add(f"thresholds-accuracy-{model}", f"Higher thresholds still reasonably maintain accuracy ({display_name(model)})", "Sec. 4.2",
-            "accuracy reasonably maintained (no numbers given)",
-            ", ".join(f"theta {num(t)}: {a:.2f}%" for t, a in zip(sub["theta"], accs)),
-            f"final accuracy at the largest theta at most {TOL_MAINTAIN_POINTS:g} points below the smallest theta's",
-            None if math.isnan(drop) else drop <= TOL_MAINTAIN_POINTS)
-
-    # 10. Section 4.1: earlier layers shift less; the ordering of layers is maintained.
-    if weight_shift is not None and len(weight_shift):
-        stats = weight_shift_stats(weight_shift)
-        for _, s in stats.iterrows():
-            name = display_name(s["model"])
-            rho = s["rho_index_shift"]
-            add(f"shift-early-{s['model']}", f"Earlier layers tend to see smaller weight shifts ({name})", "Sec. 4.1, Fig. 2",
-                "observed in all three models (figure only)",
-                f"Spearman(layer index, shift) = {_fmt(rho, 2)}; mean shift first third {s['shift_first_third']:.3g}, last third {s['shift_last_third']:.3g}",
-                f"rho >= {TOL_EARLY_RHO:g}", None if math.isnan(rho) else rho >= TOL_EARLY_RHO)
-            rho = s["rho_first_vs_later"]
-            add(f"shift-order-{s['model']}", f"The ordering of layers by shift is generally maintained across steps ({name})", "Sec. 4.1, Fig. 2",
-                "generally maintained (figure only)",
-                f"mean Spearman(step 1, step s) = {_fmt(rho, 2)} over {int(s['n_steps'])} steps; consecutive steps {_fmt(s['rho_consecutive'], 2)}",
-                f"mean rho >= {TOL_ORDER_RHO:g}", None if math.isnan(rho) else rho >= TOL_ORDER_RHO)
-    else:
-        add("shift-early", "Earlier layers tend to see smaller weight shifts", "Sec. 4.1, Fig. 2", "observed", "n/a", f"rho >= {TOL_EARLY_RHO:g}", None)
-        add("shift-order", "The ordering of layers by shift is generally maintained", "Sec. 4.1, Fig. 2", "observed", "n/a", f"mean rho >= {TOL_ORDER_RHO:g}", None)
-
-    # 11. Context (METHOD.md, the published recipes; not a claim of the paper).
-    for role, (lo, hi) in RECIPE_PRETRAINED_ACC.items():
-        ours_model = _ours_for_role(order, role, roles)
-        acc = math.nan
-        if pretrain is not None and len(pretrain) and ours_model in set(pretrain["model"]):
-            acc = float(pretrain.loc[pretrain["model"] == ours_model, "final_test_acc"].iloc[0])
-        who = display_name(role) + ("" if ours_model in (None, role) else f" (ours: {display_name(ours_model)})")
-        paper = f"{lo:.1f}-{hi:.1f}%" if lo != hi else f"{lo:.1f}%"
-        add(f"context-pretrained-{role}", f"Context, not a claim of the paper: pretrained test accuracy with the published recipe, {who}",
-            "METHOD.md (published recipes)", paper, _fmt(acc, 2, "%"), f"within {TOL_ACC_POINTS:g} point of the range",
-            None if math.isnan(acc) else lo - TOL_ACC_POINTS <= acc <= hi + TOL_ACC_POINTS)
-
-    return pd.DataFrame(rows, columns=["id", "claim", "source", "paper", "ours", "tolerance", "holds"])
+    context = _Claims(runs, weight_shift, pretrain, roles, order_models(runs["model"], models))
+    for check in CHECKS:
+        check(context)
+    return pd.DataFrame(context.rows, columns=CLAIM_COLUMNS)
 
 
 def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None) -> str:
     """claims.md: how the claims are checked, a count, and one table row per claim."""
     counts = table["holds"].value_counts()
+    scale = table["scale"] == "yes" if "scale" in table else pd.Series(False, index=table.index)
+    no_at_scale = int(((table["holds"] == "no") & scale).sum())
     mapping = ""
     if roles:
         pairs = ", ".join(f"{display_name(m)} for {display_name(r)}" for m, r in roles.items() if m != r)
@@ -293,15 +358,19 @@ def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None)
         f" 'the ordering is maintained' when the mean Spearman correlation between step 1's shifts and every later step's"
         f" is >= {TOL_ORDER_RHO:g} (the freezing decision is taken at step 1).",
         "- 'n/a': our results lack what the claim needs (e.g. a model or group not run).",
+        "- 'no (scale)': the claim's number depends on the scale of the experiment (the paper's models, CIFAR-10,"
+        " 200-epoch pretraining, a GPU); a smaller run is not expected to reproduce it, only the claims about"
+        " directions (more freezing saves more time, ...) are comparable across scales.",
         "",
-        f"Holds: {int(counts.get('yes', 0))} yes, {int(counts.get('no', 0))} no, {int(counts.get('n/a', 0))} n/a"
-        f" of {len(table)} claims.",
+        f"Holds: {int(counts.get('yes', 0))} yes, {int(counts.get('no', 0))} no ({no_at_scale} of them numbers that"
+        f" depend on scale), {int(counts.get('n/a', 0))} n/a of {len(table)} claims.",
         "",
         "| id | claim | source | paper | ours | tolerance | holds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(cell(r[c]) for c in ["id", "claim", "source", "paper", "ours", "tolerance", "holds"]) + " |")
+    for i, r in table.iterrows():
+        holds = f"{r['holds']} (scale)" if r["holds"] == "no" and scale[i] else r["holds"]
+        lines.append("| " + " | ".join([*(cell(r[c]) for c in ["id", "claim", "source", "paper", "ours", "tolerance"]), holds]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,10 +3,10 @@ models and experiments are named in paths, tables and figures."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+
+from icepick.grid import PAPER_MODELS, experiment_name, num
 
 __all__ = [
     "RUN_KEYS", "RUN_COLUMNS", "PAPER_MODELS", "PAPER_RUNS", "PAPER_TABLE1", "PAPER_TIME_SAVED",
@@ -28,7 +28,6 @@ RUN_COLUMNS = [
     "trace_train_macs", "final_params", "final_alpha", "final_macs", "device", "git_commit",
 ]
 
-PAPER_MODELS = ("resnet110", "resnet152", "mobilenetv2")
 PAPER_RUNS = 10  # evaluations per experiment in the paper
 
 #: Table 1: (model, eta, lr_policy) -> (mean final accuracy %, total #Ft over the 10 runs).
@@ -60,7 +59,7 @@ PAPER_TIME_SAVED: dict[tuple[str, float], float] = {
 PAPER_HEADLINE_SAVED = 87.6  # abstract: "save up to 87.6% of the pruning time"
 
 #: Context, not the paper's claims: test accuracy of the published pretraining recipes
-#: (METHOD.md): ResNet-110 93.5-93.7 %, MobileNetV2 94.4 %.
+#: (docs/method.md): ResNet-110 93.5-93.7 %, MobileNetV2 94.4 %.
 RECIPE_PRETRAINED_ACC: dict[str, tuple[float, float]] = {
     "resnet110": (93.5, 93.7),
     "mobilenetv2": (94.4, 94.4),
@@ -88,11 +87,12 @@ def _width(digits: str) -> str:
 
 
 def display_name(model: str) -> str:
-    """How a model is named in tables and figures: resnet110 -> ResNet-110,
-    mobilenetv2 -> MobileNetV2, mobilenetv2_w025 -> MobileNetV2 (0.25x); others unchanged."""
-    m = re.fullmatch(r"resnet(\d+)", model)
+    """How a model is named in tables and figures: resnet110 -> ResNet-110, resnet110_w050 ->
+    ResNet-110 (0.5x), mobilenetv2 -> MobileNetV2, mobilenetv2_w025 -> MobileNetV2 (0.25x);
+    others unchanged."""
+    m = re.fullmatch(r"resnet(\d+)(?:_w(\d+))?", model)
     if m:
-        return f"ResNet-{m.group(1)}"
+        return f"ResNet-{m.group(1)}" + (f" ({_width(m.group(2))}x)" if m.group(2) else "")
     m = re.fullmatch(r"mobilenetv2(?:_w(\d+))?", model)
     if m:
         return "MobileNetV2" if not m.group(1) else f"MobileNetV2 ({_width(m.group(1))}x)"
@@ -116,18 +116,6 @@ def label(model: str, roles: Mapping[str, str] | None) -> str:
     role = paper_model(model, roles)
     name = display_name(model)
     return name if role in (None, model) else f"{name} (as {display_name(role)})"
-
-
-def num(x: Any) -> str:
-    """A number without trailing zeros, as in paths: 0.4, 0, 1.5 ('na' for a missing value)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "na"
-    return f"{float(x):g}"
-
-
-def experiment_name(method: str, lr_policy: str, ratio: float, eta: float, theta: float) -> str:
-    """The configuration part of a run's path: ``icepick-icepick-r0.4-eta0.3-theta1.5``."""
-    return f"{method}-{lr_policy}-r{num(ratio)}-eta{num(eta)}-theta{num(theta)}"
 
 
 def order_models(models_present: Iterable[str], order: Sequence[str] | None) -> list[str]:

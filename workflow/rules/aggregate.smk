@@ -39,7 +39,7 @@ rule aggregate_all:
 
 rule aggregate_pretrain:
     input:
-        per_model("results/{model}/pretrain.json"),
+        per_model(grid.pretrain_summary_path("{model}")),
     output:
         report("results/summary/pretrain.csv", caption="../report/pretrain.rst", category="Data"),
     log:
@@ -54,7 +54,7 @@ rule aggregate_pretrain:
 
 rule aggregate_weight_shift:
     input:
-        per_model("results/{model}/weight_shift.csv"),
+        per_model(grid.weight_shift_path("{model}")),
     output:
         "results/summary/weight_shift.csv",
     log:

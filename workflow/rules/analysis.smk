@@ -4,10 +4,10 @@
 
 rule weight_shift:
     input:
-        model="results/{model}/pretrained.pt",
+        model=PRETRAINED,
         data=data_ready(),
     output:
-        "results/{model}/weight_shift.csv",
+        grid.weight_shift_path("{model}"),
     log:
         "logs/{model}/weight_shift.log",
     benchmark:

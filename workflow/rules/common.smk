@@ -1,32 +1,27 @@
-# All of the workflow's Python: the experiment grid, input functions, command-line options
-# built from the configuration, wildcard constraints and local rules. Rule files stay thin.
-#
-# Paths (every wildcard of a run is in its path):
-#   results/{model}/pretrained.pt, pretrain.json, pretrain_epochs.csv
-#   results/{model}/trace/seed{seed}.json                      freeze trace per (model, seed)
-#   results/{model}/weight_shift.csv                           Section 4.1
-#   results/{model}/runs/{method}-{lr}-r{ratio}-eta{eta}-theta{theta}/seed{seed}/
-#       summary.json, steps.csv, pruned.pt                     one pruning run
-#   results/summary/{group}/{runs,steps}.csv                   per experiment group
-#   results/summary/{runs,steps,pretrain,weight_shift}.csv     everything
-#   paper_figures/...                                          tables, figures, claims.md
-#   logs/... and results/benchmarks/... mirror the output paths.
+# All of the workflow's Python: input functions, command-line options built from the
+# configuration, wildcard constraints and local rules. Rule files stay thin. The experiment
+# grid and the path scheme are icepick.grid's (torch-free: a dry run never imports torch);
+# see its docstring for the layout of results/. logs/ and results/benchmarks/ mirror the
+# output paths; paper_figures/ holds the tables, figures and claims.md.
 
+import sys
 from pathlib import Path
 
-GROUPS = ("fig3", "table1", "thresholds")
-PAPER_MODELS = ("resnet110", "resnet152", "mobilenetv2")
-RUN_DIR = "results/{model}/runs/{method}-{lr}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"
-RUN_NAME = "{model}/runs/{method}-{lr}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"
-DATA_FETCH_MARKER = f"{config['data']['root']}/cifar-10-batches-py/test_batch"
+sys.path.insert(0, str(Path(workflow.basedir)))  # icepick/ beside the Snakefile, installed or not
+
+from icepick import grid
+from icepick.grid import GROUPS, RUN_DIR, RUN_NAME, num, pretrained_path
+
+DATA_IMPORT_MARKER = f"{config['data']['root']}/manifest.json"  # written last by `icepick data import`
 DATA_SYNTH_MARKER = f"{config['data']['root']}/cifar-10-batches-py/icepick_synthetic.json"
 THREADS = config["threads"]
+PRETRAINED = pretrained_path("{model}")
 
 
 wildcard_constraints:
     model="|".join(config["models"]),
     method="icepick|baseline",
-    lr="icepick|fixed",
+    lr_policy="icepick|fixed",
     ratio=r"\d+(\.\d+)?",
     eta=r"\d+(\.\d+)?",
     theta=r"\d+(\.\d+)?",
@@ -37,7 +32,7 @@ wildcard_constraints:
 # Aggregation, tables and figures are quick: on a cluster they run where Snakemake runs.
 localrules:
     all,
-    data_fetch,
+    data_import,
     data_synth,
     aggregate_group,
     aggregate_all,
@@ -52,24 +47,12 @@ localrules:
     claims,
 
 
-def num(x):
-    """A number as it appears in paths and on command lines: 0.4, 0, 1.5 (no trailing zeros)."""
-    return f"{float(x):g}"
-
-
 def _check_config():
     """Checks the schema cannot express: known model names, a Table 1 ratio for every model,
     and Eq. 1's delta below its base (each would otherwise fail every job, one by one)."""
-    try:
-        from icepick.models import model_names
-    except ImportError:  # icepick lives in a conda environment only: the jobs check the names
-        model_names = None
-    if model_names is not None:
-        unknown = [m for m in config["models"] if m not in model_names()]
-        if unknown:
-            raise ValueError(
-                f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(model_names())}"
-            )
+    unknown = [m for m in config["models"] if m not in grid.MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(grid.MODEL_NAMES)}")
     missing = [m for m in config["models"] if m not in config["experiments"]["table1"]["ratios"]]
     if missing:
         raise ValueError(
@@ -90,46 +73,11 @@ _check_config()
 # ---------------------------------------------------------------- the experiment grid
 
 
-def group_experiments(group, model):
-    """The run configurations of one experiment group for one model, as wildcard dicts."""
-    exp = config["experiments"]
-    runs = []
-    if group == "fig3":
-        for ratio in exp["fig3"]["ratios"]:
-            for eta in exp["fig3"]["etas"]:
-                runs.append(("icepick", "icepick", ratio, eta, exp["fig3"]["theta"]))
-            if exp["fig3"]["baseline"]:
-                runs.append(("baseline", "fixed", ratio, 0, 0))
-    elif group == "table1":
-        ratio = exp["table1"]["ratios"][model]
-        for eta in exp["table1"]["etas"]:
-            for lr in exp["table1"]["lr_policies"]:
-                runs.append(("icepick", lr, ratio, eta, exp["table1"]["theta"]))
-    elif group == "thresholds":
-        ratio = exp["table1"]["ratios"][model]
-        for theta in exp["thresholds"]["thetas"]:
-            runs.append(("icepick", exp["thresholds"]["lr_policy"], ratio, exp["thresholds"]["eta"], theta))
-    else:
-        raise ValueError(f"unknown experiment group {group!r}; one of {', '.join(GROUPS)}")
-    keys = ("method", "lr", "ratio", "eta", "theta")
-    out = [dict(zip(keys, (m, lr, num(r), num(e), num(t)))) for m, lr, r, e, t in runs]
-    return list({tuple(d.values()): d for d in out}.values())  # deduplicated, in order
-
-
-def group_runs(group, filename, models=None):
-    """Paths of ``filename`` (summary.json, steps.csv) of every run of a group, every seed."""
-    paths = []
-    for model in models or config["models"]:
-        for wc in group_experiments(group, model):
-            for seed in config["seeds"]:
-                paths.append(f"{RUN_DIR}/{filename}".format(model=model, seed=seed, **wc))
-    return list(dict.fromkeys(paths))
-
-
 def group_aggregate_inputs(wildcards):
+    """Every run record of one experiment group (every model and seed)."""
     return {
-        "summaries": group_runs(wildcards.group, "summary.json"),
-        "steps": group_runs(wildcards.group, "steps.csv"),
+        "summaries": grid.group_run_files(config, wildcards.group, "summary.json"),
+        "steps": grid.group_run_files(config, wildcards.group, "steps.csv"),
     }
 
 
@@ -159,25 +107,60 @@ def all_targets():
 
 
 def data_ready(wildcards=None):
-    """The file that marks the data set as present, for the configured source."""
-    return DATA_FETCH_MARKER if config["data"]["source"] == "cifar10" else DATA_SYNTH_MARKER
+    """The file that marks the data set as present, for the configured source: an import's
+    manifest.json, or the generated set's marker."""
+    return DATA_SYNTH_MARKER if config["data"]["source"] == "synthetic" else DATA_IMPORT_MARKER
+
+
+def _data_root(marker):
+    """The data folder of a data marker (manifest.json beside cifar-10-batches-py/, the
+    generated set's marker inside it)."""
+    path = Path(marker)
+    return str(path.parent if path.name == "manifest.json" else path.parent.parent)
 
 
 def data_dir(wildcards, input):
     """The data folder (holding cifar-10-batches-py/) of a job's data input."""
-    return str(Path(input.data).parent.parent)
+    return _data_root(input.data)
 
 
 def data_dir_out(wildcards, output):
-    """The data folder a data rule writes (the parent of cifar-10-batches-py/)."""
-    return str(Path(output[0]).parent.parent)
+    """The data folder a data rule writes (holding cifar-10-batches-py/)."""
+    return _data_root(output[0])
+
+
+def data_import_options():
+    """Options of `icepick data import` from the configuration: --path, and the split and flip
+    settings where the source takes them."""
+    d = config["data"]
+    stratified = d["source"] in ("digits", "imagefolder")
+    return _flags([
+        ("--path", d["path"]),
+        ("--seed", d["split_seed"] if stratified else None),
+        ("--test-fraction", d["test_fraction"] if stratified else None),
+        ("--flip" if d["flip"] else "--no-flip", d["flip"] is not None),
+    ])
+
+
+def _check_data_config():
+    """data.path where the source needs it, and only where it takes one."""
+    d = config["data"]
+    if d["source"] == "imagefolder" and not d["path"]:
+        raise ValueError(
+            "data.path: source imagefolder needs the image folder (one sub-folder of images per class)"
+        )
+    if d["source"] in ("digits", "synthetic") and d["path"]:
+        raise ValueError(f"data.path: source {d['source']} takes no path; set data.path: null")
+
+
+_check_data_config()
 
 
 def run_inputs(wildcards):
     """A run needs the pretrained model and the data, and the freeze trace when it freezes."""
-    inputs = {"model": f"results/{wildcards.model}/pretrained.pt", "data": data_ready()}
+    inputs = {"model": pretrained_path(wildcards.model), "data": data_ready()}
     if float(wildcards.eta) > 0:
-        inputs["trace"] = f"results/{wildcards.model}/trace/seed{wildcards.seed}.json"
+        inputs["trace"] = grid.trace_path(wildcards.model, wildcards.ratio, wildcards.seed, config["trace_ratio"])
     return inputs
 
 
@@ -229,6 +212,7 @@ def run_options():
             ("--early-halt", f["early_halt"]),
             ("--max-steps", f["max_steps"]),
             ("--freeze-bn-stats", f["freeze_bn_stats"]),
+            ("--freeze-layers", f["freeze_layers"]),
             ("--no-progress", True),
         ]),
     ])
@@ -244,14 +228,18 @@ def pretrain_options():
         ("--lr", p["lr"]),
         ("--weight-decay", p["weight_decay"]),
         ("--n-train", p["n_train"]),
+        ("--warmup", p["warmup"]),
+        ("--warmup-factor", p["warmup_factor"]),
+        ("--warmup-error", p["warmup_error"]),
     ])
 
 
 def trace_options():
+    """Options of `icepick trace` from the configuration (its ratio comes from the path)."""
     return " ".join([
         decision_options(),
         finetune_options(),
-        _flags([("--ratio", num(config["trace_ratio"])), ("--base-lr", config["schedule"]["base"])]),
+        _flags([("--base-lr", config["schedule"]["base"])]),
     ])
 
 

@@ -1,20 +1,24 @@
-# CIFAR-10 on disk: the real data set (config data.source: cifar10) or a generated set in
-# the same format (synthetic). Only the one the configuration names is ever built.
+# The data set on disk, only the one the configuration names: an import (data.source cifar10,
+# cifar100, digits or imagefolder; `icepick data import` writes the images in the CIFAR-10
+# on-disk format plus manifest.json, last) or the generated CIFAR-format set (synthetic).
 
 
-rule data_fetch:
+rule data_import:
     output:
-        DATA_FETCH_MARKER,
+        DATA_IMPORT_MARKER,
     log:
-        "logs/data/fetch.log",
+        "logs/data/import.log",
     benchmark:
-        "results/benchmarks/data/fetch.tsv"
+        "results/benchmarks/data/import.tsv"
     params:
         root=data_dir_out,
+        source=config["data"]["source"],
+        options=data_import_options(),
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick data fetch --root {params.root} > {log} 2>&1"
+        "python -m icepick data import --source {params.source} --out {params.root} {params.options}"
+        " > {log} 2>&1"
 
 
 rule data_synth:

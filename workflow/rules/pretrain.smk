@@ -6,9 +6,9 @@ rule pretrain:
     input:
         data=data_ready(),
     output:
-        model="results/{model}/pretrained.pt",
-        epochs="results/{model}/pretrain_epochs.csv",
-        summary="results/{model}/pretrain.json",
+        model=PRETRAINED,
+        epochs=grid.pretrain_epochs_path("{model}"),
+        summary=grid.pretrain_summary_path("{model}"),
     log:
         "logs/{model}/pretrain.log",
     benchmark:

@@ -1,17 +1,17 @@
-# The pruning experiments: the freeze trace (once per model and seed) and the runs, one per
-# model x configuration x seed, every setting in the path.
+# The pruning experiments: the freeze trace (once per model, seed and ratio) and the runs, one
+# per model x configuration x seed, every setting in the path.
 
 
 rule trace:
     input:
-        model="results/{model}/pretrained.pt",
+        model=PRETRAINED,
         data=data_ready(),
     output:
-        "results/{model}/trace/seed{seed}.json",
+        grid.TRACE,
     log:
-        "logs/{model}/trace/seed{seed}.log",
+        "logs/{model}/trace/r{ratio}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/{model}/trace/seed{seed}.tsv"
+        "results/benchmarks/{model}/trace/r{ratio}/seed{seed}.tsv"
     params:
         data=data_dir,
         options=trace_options(),
@@ -23,7 +23,7 @@ rule trace:
         "../../environment.yml"
     shell:
         "python -m icepick trace --pretrained {input.model} --model {wildcards.model} --data {params.data} --out {output}"
-        " --seed {wildcards.seed} {params.options} {params.device} --threads {threads} > {log} 2>&1"
+        " --ratio {wildcards.ratio} --seed {wildcards.seed} {params.options} {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule run:
@@ -49,7 +49,7 @@ rule run:
         "../../environment.yml"
     shell:
         "python -m icepick run --pretrained {input.model} --model {wildcards.model} --data {params.data} {params.trace}"
-        " --method {wildcards.method} --lr-policy {wildcards.lr} --ratio {wildcards.ratio}"
+        " --method {wildcards.method} --lr-policy {wildcards.lr_policy} --ratio {wildcards.ratio}"
         " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
         " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
         " {params.options} {params.device} --threads {threads} > {log} 2>&1"

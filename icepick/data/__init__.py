@@ -1,0 +1,98 @@
+"""Data sets on disk and device-resident batch iterators.
+
+* **On disk** (one format for every data set: the CIFAR-10 python version's pickled batches,
+  :mod:`icepick.data.layout`): the real CIFAR-10 (:mod:`~icepick.data.cifar`: official md5
+  list, download through torchvision), a generated stand-in (:mod:`~icepick.data.synth`),
+  and imported image sets (:mod:`~icepick.data.importing`: CIFAR-10, CIFAR-100, scikit-learn's
+  digits, a folder of class folders) with their ``manifest.json``
+  (:mod:`~icepick.data.manifest`). The reader (:mod:`~icepick.data.reader`) checks every file's
+  md5 before reading, without importing torchvision.
+* **On the device** (:mod:`~icepick.data.split`): a :class:`Split` holds a whole split as uint8
+  tensors with its data set's normalisation and flip setting; :func:`train_batches` shuffles,
+  crops and flips on the device; :func:`eval_batches` only normalises. An experiment's splits
+  (train, test, decision) are an :class:`ExperimentData` (:mod:`~icepick.data.experiment`).
+
+Example::
+
+    synth_cifar10("data/synth", n_train=4000, n_test=1000, seed=0)
+    train = load_split("data/synth", "train", "cpu")
+    for x, y in train_batches(train, batch_size=128, seed=epoch):
+        ...
+    dataset_info("data/synth").record()  # {source, digest, num_classes, n_train, n_test}
+"""
+
+from __future__ import annotations
+
+from icepick.data.cifar import OFFICIAL_MD5, fetch_cifar10, official_digest
+from icepick.data.destination import DestinationError
+from icepick.data.importing import (
+    CIFAR100_MD5,
+    SOURCES,
+    DataSourceError,
+    MissingExtraError,
+    import_dataset,
+    stratified_split,
+)
+from icepick.data.layout import (
+    BASE_FOLDER,
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    MANIFEST,
+    MARKER,
+    DataIntegrityError,
+    IncompleteDataError,
+)
+from icepick.data.manifest import FORMAT, DatasetInfo, dataset_info
+from icepick.data.experiment import ExperimentData, check_classes, load_experiment_data
+from icepick.data.reader import load_cifar10
+from icepick.data.split import (
+    Split,
+    eval_batches,
+    load_split,
+    normalize,
+    num_train_batches,
+    split_validation,
+    subset,
+    train_batches,
+)
+from icepick.data.synth import SYNTH_DIFFICULTIES, is_synthetic, synth_cifar10
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR10_CLASSES",
+    "BASE_FOLDER",
+    "MARKER",
+    "MANIFEST",
+    "FORMAT",
+    "OFFICIAL_MD5",
+    "CIFAR100_MD5",
+    "SOURCES",
+    "SYNTH_DIFFICULTIES",
+    "DataIntegrityError",
+    "IncompleteDataError",
+    "DataSourceError",
+    "MissingExtraError",
+    "DestinationError",
+    "DatasetInfo",
+    "dataset_info",
+    "official_digest",
+    "import_dataset",
+    "stratified_split",
+    "fetch_cifar10",
+    "synth_cifar10",
+    "load_cifar10",
+    "is_synthetic",
+    "Split",
+    "load_split",
+    "split_validation",
+    "subset",
+    "train_batches",
+    "num_train_batches",
+    "eval_batches",
+    "normalize",
+    "ExperimentData",
+    "load_experiment_data",
+    "check_classes",
+]

@@ -1,0 +1,56 @@
+"""The data of one pruning experiment: the training split, the test split and the split the
+threshold is decided on, on the device, with the data set's identity."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from icepick.config import ConfigError
+from icepick.data.manifest import DatasetInfo, dataset_info
+from icepick.data.split import Split, load_split, split_validation
+
+__all__ = ["ExperimentData", "load_experiment_data", "check_classes"]
+
+
+@dataclass
+class ExperimentData:
+    """The splits of one experiment, on the device: train, the test split, and the decision split
+    (the test split itself, or images held out of training); ``info`` says which data set."""
+
+    train: Split
+    test: Split
+    decision: Split
+    info: DatasetInfo | None = None
+
+
+def load_experiment_data(
+    data_dir: str | os.PathLike,
+    device: torch.device,
+    decision_split: str = "test",
+    val_size: int = 5000,
+    val_seed: int = 0,
+) -> ExperimentData:
+    """Load a data set; with decision_split 'val', hold ``val_size`` images out of training."""
+    info = dataset_info(data_dir)
+    train = load_split(data_dir, "train", device)
+    test = load_split(data_dir, "test", device)
+    if decision_split == "val":
+        if val_size >= len(train):
+            raise ConfigError(f"val_size: {val_size} must be smaller than the training set ({len(train)} images)")
+        train, val = split_validation(train, val_size, val_seed)
+        return ExperimentData(train, test, val, info)
+    return ExperimentData(train, test, test, info)
+
+
+def check_classes(model: nn.Module, info: DatasetInfo | None, model_path: str | os.PathLike) -> None:
+    """Raise ConfigError unless ``model`` has one output per class of the data set."""
+    classes = getattr(model, "num_classes", None)
+    if info is not None and classes is not None and classes != info.num_classes:
+        raise ConfigError(
+            f"pretrained: {model_path} has {classes} classes but the {info.source} data set has {info.num_classes}; "
+            f"pretrain the model on this data set"
+        )

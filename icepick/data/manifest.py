@@ -1,0 +1,219 @@
+"""An imported data set's record (``manifest.json``) and every data set's identity (:func:`dataset_info`).
+
+``<root>/manifest.json`` (format ``icepick-dataset/1``) says where the images came from, how
+they were turned into 32x32 RGB, how they were split, which augmentation suits them, their
+normalisation statistics and the md5 sum of every file. It holds no time stamp: identical
+imports write identical manifests, and the data set's identity is the sha256 of its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icepick.data.cifar import OFFICIAL_MD5, missing_message, official_digest
+from icepick.data.layout import (
+    BASE_FOLDER,
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DATA_FILES,
+    MANIFEST,
+    MARKER,
+    DataIntegrityError,
+    md5,
+)
+from icepick.records import atomic_path, read_json
+
+__all__ = [
+    "FORMAT",
+    "CROP_PADDING",
+    "DatasetInfo",
+    "dataset_info",
+    "channel_stats",
+    "write_manifest",
+    "read_manifest",
+    "verify_manifest",
+    "import_command",
+]
+
+FORMAT = "icepick-dataset/1"
+CROP_PADDING = 4  # random-crop zero padding (pixels) of every data set, the published CIFAR recipe
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run needs to know of its data set, and its identity.
+
+    ``digest``: sha256 of the data set's record (``manifest.json`` of an import, the marker of
+    a generated set, the official md5 list for a plain CIFAR-10 folder).
+    """
+
+    source: str
+    num_classes: int
+    classes: tuple[str, ...]
+    n_train: int
+    n_test: int
+    flip: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    digest: str
+
+    def record(self) -> dict[str, Any]:
+        """The data set's identity for a run record: ``{source, digest, num_classes, n_train, n_test}``."""
+        return {"source": self.source, "digest": self.digest, "num_classes": self.num_classes,
+                "n_train": self.n_train, "n_test": self.n_test}
+
+
+def channel_stats(rows: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and standard deviation of uint8 ``[N, 3072]`` rows, on 0..1 values.
+
+    Exact (integer sums over the pixel histogram, population std), rounded to 6 decimals: the
+    same images give the same numbers on every machine. A channel that never varies (a
+    greyscale set's is the same in all three, a constant one has none) gets the std of one
+    grey level, 1/255, so that normalising it divides by something.
+    """
+    images = np.asarray(rows, dtype=np.uint8).reshape(len(rows), 3, 1024)
+    values = np.arange(256, dtype=np.int64)
+    means, stds = [], []
+    for c in range(3):
+        counts = np.bincount(images[:, c, :].ravel(), minlength=256).astype(np.int64)
+        n = int(counts.sum())
+        if n == 0:
+            raise ValueError("channel_stats: no images")
+        s1 = int((counts * values).sum())
+        s2 = int((counts * values * values).sum())
+        means.append(round(s1 / (n * 255), 6))
+        stds.append(round(max(math.sqrt((s2 * n - s1 * s1) / (n * n)), 1.0) / 255, 6))
+    return tuple(means), tuple(stds)  # type: ignore[return-value]
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest as written: indented JSON, keys in the order given, a final newline."""
+    return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> str:
+    """Write ``root/manifest.json`` atomically; return its sha256 (the data set's identity)."""
+    data = manifest_bytes(manifest)
+    with atomic_path(root / MANIFEST) as tmp:
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(root: Path) -> tuple[dict[str, Any], bytes]:
+    """``root/manifest.json`` and its bytes; a manifest of another format raises DataIntegrityError."""
+    path = Path(root) / MANIFEST
+    data = path.read_bytes()
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DataIntegrityError(
+            f"{path}: not an icepick data set manifest (format {found!r}, expected {FORMAT!r}); "
+            f"import the data set again with `python -m icepick data import`"
+        )
+    return manifest, data
+
+
+def import_command(root: Path, manifest: dict[str, Any]) -> str:
+    """The command that imports the data set ``manifest`` describes into ``root`` again."""
+    source = manifest.get("source")
+    origin = manifest.get("origin") or {}
+    split = manifest.get("split") or {}
+    parts = [f"python -m icepick data import --source {source}"]
+    if origin.get("path"):
+        parts.append(f"--path {origin['path']}")
+    elif source in ("cifar10", "cifar100"):
+        parts.append("[--path DIR]")
+    parts.append(f"--out {root}")
+    if split.get("kind") == "stratified":
+        parts.append(f"--seed {split.get('seed')} --test-fraction {split.get('test_fraction')}")
+    flip = (manifest.get("augmentation") or {}).get("flip")
+    default_flip = source != "digits"
+    if flip is not None and flip != default_flip:
+        parts.append("--flip" if flip else "--no-flip")
+    return " ".join(parts)
+
+
+def verify_manifest(root: Path) -> dict[str, Any]:
+    """Check every file the manifest of ``root`` lists against its md5 sum; return the manifest.
+
+    Raises:
+        FileNotFoundError: a listed file is missing (named).
+        DataIntegrityError: a file's md5 differs from the manifest's (named, with both sums),
+            or the manifest does not list every data file.
+    """
+    root = Path(root)
+    manifest, _ = read_manifest(root)
+    redo = import_command(root, manifest)
+    files = manifest.get("files") or {}
+    for name in DATA_FILES:
+        if f"{BASE_FOLDER}/{name}" not in files:
+            raise DataIntegrityError(f"{root / MANIFEST} lists no md5 for {BASE_FOLDER}/{name}; import the data "
+                                     f"set again: `{redo}`")
+    for rel, expected in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing from the data set (its {MANIFEST} lists it); import the "
+                                    f"data set again: `{redo}`")
+        actual = md5(path)
+        if actual != expected:
+            raise DataIntegrityError(
+                f"{path} does not match the data set's manifest (md5 {actual}, {root / MANIFEST} says {expected}): "
+                f"the file is damaged or was replaced; import the data set again: `{redo}`"
+            )
+    return manifest
+
+
+def _floats(values: Sequence[Any], key: str, path: Path) -> tuple[float, float, float]:
+    if not isinstance(values, (list, tuple)) or len(values) != 3:
+        raise DataIntegrityError(f"{path}: {key} must be 3 numbers, one per channel, not {values!r}")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def dataset_info(root: str | os.PathLike) -> DatasetInfo:
+    """The data set under ``root``: source, classes, sizes, augmentation, normalisation, identity.
+
+    Cheap: it reads the manifest or marker only (no md5 of the image files; the reader checks
+    those). A generated set: source 'synthetic', its marker's sha256, the CIFAR-10 classes and
+    statistics. A plain CIFAR-10 folder: source 'cifar10', the sha256 of the official md5 list.
+    """
+    root = Path(root)
+    base = root / BASE_FOLDER
+    if (root / MANIFEST).is_file():
+        manifest, data = read_manifest(root)
+        path = root / MANIFEST
+        try:
+            norm = manifest["normalization"]
+            counts = manifest["counts"]
+            return DatasetInfo(
+                source=str(manifest["source"]),
+                num_classes=int(manifest["num_classes"]),
+                classes=tuple(str(c) for c in manifest["classes"]),
+                n_train=int(counts["train"]),
+                n_test=int(counts["test"]),
+                flip=bool(manifest["augmentation"]["flip"]),
+                mean=_floats(norm["mean"], "normalization.mean", path),
+                std=_floats(norm["std"], "normalization.std", path),
+                digest=hashlib.sha256(data).hexdigest(),
+            )
+        except (KeyError, TypeError) as err:
+            raise DataIntegrityError(f"{path}: incomplete manifest (no {err}); import the data set again") from err
+    if (base / MARKER).is_file():
+        data = (base / MARKER).read_bytes()
+        marker = read_json(base / MARKER)
+        return DatasetInfo("synthetic", len(CIFAR10_CLASSES), CIFAR10_CLASSES, int(marker.get("n_train", 0)),
+                           int(marker.get("n_test", 0)), True, CIFAR10_MEAN, CIFAR10_STD,
+                           hashlib.sha256(data).hexdigest())
+    if not base.is_dir():
+        raise FileNotFoundError(missing_message(root, f"{base / 'data_batch_1'} is missing"))
+    return DatasetInfo("cifar10", len(CIFAR10_CLASSES), CIFAR10_CLASSES, 50_000, 10_000, True, CIFAR10_MEAN,
+                       CIFAR10_STD, official_digest(OFFICIAL_MD5))
