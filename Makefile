@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # anywhere else any recent torch/torchvision will do.
 TORCH ?= $(shell grep -qs '^torch<=2.14.1' /etc/xdg/pip/constraints.txt && echo 'torch==2.14.1 torchvision==0.29.1' || echo 'torch torchvision')
 
-.PHONY: install test test-all smoke paper lint clean
+.PHONY: install test test-fast test-all smoke mini paper lint clean
 
 install: $(STAMP)
 
@@ -24,11 +24,21 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not e2e"
 
+# The edit-run loop: every test not marked slow (the workflow end to end, kill-and-resume,
+# the paper's models through whole runs, ...); under three minutes on two cores.
+test-fast: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow and not e2e"
+
 test-all: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
 smoke: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --workflow-profile profiles/smoke
+
+# The paper's experiment in miniature on real images (config/mini.yaml): every block pruned,
+# full-epoch fine-tunings, the paper's r, theta, eta and Eq. 1; under 90 minutes on two cores.
+mini: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --workflow-profile profiles/mini
 
 paper: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores all --resources gpu=1

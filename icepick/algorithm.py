@@ -7,6 +7,12 @@ baseline fine-tunes a full epoch after every step at the fixed rate, with nothin
 
 A run saves its state after every completed step and resumes from there when started
 again, ending with the same records (times aside) as an uninterrupted run.
+
+Evaluation is incremental (``eval_cache``, on by default): each split's
+:class:`~icepick.evaluate.Evaluator` keeps the activations at the input of the block pruned
+next, as the last evaluation of the current weights computed them, and the next evaluation
+after the prune runs only the rest of the model; anything that trains drops them. Counts,
+and so every decision and accuracy, are the same as with full passes.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from torch import nn
 
 from icepick.config import ConfigError, check_choice, check_int, check_range
 from icepick.data import ExperimentData, check_classes
-from icepick.evaluate import correct_count, fold_batchnorm, percent
+from icepick.evaluate import EvalPass, Evaluator, fold_batchnorm, percent
 from icepick.finetune import FinetuneConfig, finetune, finetune_batches, step_seed
 from icepick.freezing import (
     FREEZE_LAYERS,
@@ -79,6 +85,7 @@ class RunConfig:
     freeze_layers: str = "blocks"  # layers the trace scores for freezing: 'blocks' (authors' trace) or 'all' convs
     max_steps: int = 0  # prune only the first N blocks (0 = all); for quick runs
     eval_batch_size: int = 0  # test batch; 0 = the device's best (1000 on a GPU, 128 on a CPU)
+    eval_cache: bool = True  # incremental evaluation (icepick.evaluate.Evaluator); False: every pass in full
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -95,6 +102,8 @@ class RunConfig:
         check_int("val_seed", self.val_seed, 0)
         check_int("max_steps", self.max_steps, 0)
         check_int("eval_batch_size", self.eval_batch_size, 0)
+        if not isinstance(self.eval_cache, bool):
+            raise ConfigError(f"eval_cache: {self.eval_cache!r} must be true or false")
         if self.method == "baseline":
             if self.eta != 0:
                 raise ConfigError(f"eta: {self.eta} is not allowed for method 'baseline', which freezes nothing; use 0")
@@ -219,16 +228,19 @@ def run_experiment(
 
     pretrained_digest = _file_digest(pretrained)
     state = _load_state(state_path, cfg, pretrained_digest, device)
+    evals = _Evaluators(cfg, data)
     if state is not None:
         model, meta = state
         rows: list[dict[str, Any]] = meta["rows"]
         ref, elapsed = _Reference(meta["test_correct_orig"], meta["decision_correct_orig"]), meta["elapsed"]
         log.info("resuming %s from step %d of %d", summary_out, len(rows), n_steps)
+        evals.restore(model, meta.get("eval_cache") or {})  # the caches the uninterrupted run would hold
     else:
         rows = []
-        test_correct = correct_count(model, data.test, cfg.eval_batch_size)
+        first = blocks[0] if n_steps else None  # the unpruned model's pass keeps the first block's input
+        test_correct = evals.test.evaluate(model, first).correct
         same = data.decision is data.test
-        ref = _Reference(test_correct, test_correct if same else correct_count(model, data.decision, cfg.eval_batch_size))
+        ref = _Reference(test_correct, test_correct if same else evals.decision.evaluate(model, first).correct)
         elapsed = 0.0
     log.info("unpruned accuracy %.2f%% (decision split %.2f%%); %d steps; frozen %d layers",
              percent(ref.test_correct, len(data.test)), percent(ref.decision_correct, len(data.decision)),
@@ -237,7 +249,8 @@ def run_experiment(
     bar = tqdm(total=n_steps, initial=len(rows), desc=f"{cfg.method} r={cfg.ratio} eta={cfg.eta}",
                unit="step", disable=not show_progress)
     for step in range(len(rows) + 1, n_steps + 1):
-        row = _run_step(cfg, ft_cfg, model, teacher, data, frozen, step, blocks[step - 1],
+        next_block = blocks[step] if step < n_steps else None  # the block whose input evaluations keep
+        row = _run_step(cfg, ft_cfg, model, teacher, data, evals, frozen, step, blocks[step - 1], next_block,
                         params_orig, ref, device, teacher_macs)
         elapsed += row["t_step"]
         row["t_cumulative"] = elapsed
@@ -251,7 +264,7 @@ def run_experiment(
         save_model(model, state_path, {
             "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained),
             "pretrained_sha256": pretrained_digest, "rows": rows, "test_correct_orig": ref.test_correct,
-            "decision_correct_orig": ref.decision_correct, "elapsed": elapsed,
+            "decision_correct_orig": ref.decision_correct, "elapsed": elapsed, "eval_cache": evals.state(),
         })
         bar.update(1)
         bar.set_postfix(acc=f"{row['acc']:.2f}", ft=sum(r["finetuned"] for r in rows))
@@ -268,7 +281,8 @@ def run_experiment(
 STEP_COLUMNS = [
     "step", "block", "params", "alpha", "macs", "acc_pruned", "decision_acc", "decision_correct", "drop",
     "finetuned", "lr", "ft_batches", "ft_samples", "halted_early", "acc_finetuned", "acc", "eval_samples",
-    "t_prune", "t_test", "t_finetune", "t_step", "t_cumulative", "report_samples", "t_report",
+    "eval_macs", "eval_macs_saved", "t_prune", "t_test", "t_finetune", "t_step", "t_cumulative", "report_samples",
+    "t_report",
     "trainable_fraction", "train_macs", "train_macs_cumulative",
 ]
 
@@ -279,9 +293,11 @@ def _run_step(
     model: nn.Module,
     teacher: nn.Module,
     data: ExperimentData,
+    evals: _Evaluators,
     frozen: list[str],
     step: int,
     block: str,
+    next_block: str | None,
     params_orig: int,
     ref: _Reference,
     device: torch.device,
@@ -291,22 +307,27 @@ def _run_step(
 
     The method's time is prune + test + fine-tune. With a held-out decision split, the passes
     over the test split that only report the accuracy are timed apart (``t_report``).
+
+    Every evaluation keeps the input of ``next_block`` (the block the next step prunes) in its
+    split's cache; the first evaluations after the prune start from the input of ``block``
+    when their cache holds it. A fine-tuning drops the caches; an early-halt check keeps its
+    own only when the fine-tuning stops there.
     """
-    bs = cfg.eval_batch_size
     same = data.decision is data.test
     n_dec = len(data.decision)
+    work = _EvalWork()
     clock = _Clock(device)
     prune_block(model, block, cfg.ratio)
     apply_freezing(model, frozen)  # pruning made new parameters: freeze them again by name
     t_prune = clock.lap()
 
-    decision_correct = correct_count(model, data.decision, bs)
+    decision_correct = work.count(evals.decision, model, next_block)
     eval_samples, report_samples, t_report = n_dec, 0, 0.0
     t_test = clock.lap()
     if same:
         test_correct = decision_correct
     else:
-        test_correct = correct_count(model, data.test, bs)
+        test_correct = work.count(evals.test, model, next_block)
         report_samples += len(data.test)
         t_report += clock.lap()
 
@@ -329,22 +350,28 @@ def _run_step(
         checks: list[int] = []
 
         def should_stop() -> bool:  # Figure 1, case (4): stop once the loss is below theta
-            checks.append(correct_count(model, data.decision, bs))
-            return not drop_reaches_theta(ref.decision_correct, checks[-1], n_dec, cfg.theta)
+            checks.append(work.count(evals.decision, model, next_block))
+            stop = not drop_reaches_theta(ref.decision_correct, checks[-1], n_dec, cfg.theta)
+            if not stop:  # training goes on: what this check kept will be stale
+                evals.decision.invalidate()
+            return stop
 
         on_train = (lambda m: frozen_batchnorms_to_eval(m, frozen)) if cfg.freeze_bn_stats else None
+        evals.invalidate()  # fine-tuning changes the layers before the next block
         result = finetune(model, teacher, data.train, lr, ft_cfg, step_seed(cfg.seed, step), should_stop, on_train)
+        if not result.halted_early:
+            evals.invalidate()
         eval_samples += len(checks) * n_dec
         if same and result.halted_early:
             test_ft = checks[-1]
             t_finetune = clock.lap()
         elif same:  # the authors' loop tests again after every fine-tuning: the method's time
-            test_ft = correct_count(model, data.test, bs)
+            test_ft = work.count(evals.test, model, next_block)
             eval_samples += len(data.test)
             t_finetune = clock.lap()
         else:
             t_finetune = clock.lap()
-            test_ft = correct_count(model, data.test, bs)
+            test_ft = work.count(evals.test, model, next_block)
             report_samples += len(data.test)
             t_report += clock.lap()
         acc_ft = percent(test_ft, len(data.test))
@@ -352,9 +379,50 @@ def _run_step(
         row.update(finetuned=True, lr=lr, ft_batches=result.batches, ft_samples=result.samples,
                    halted_early=result.halted_early, acc_finetuned=acc_ft, acc=acc_ft,
                    train_macs=result.samples * per_sample)
-    row.update(eval_samples=eval_samples, report_samples=report_samples, t_prune=t_prune, t_test=t_test,
+    row.update(eval_samples=eval_samples, eval_macs=work.macs, eval_macs_saved=work.saved,
+               report_samples=report_samples, t_prune=t_prune, t_test=t_test,
                t_finetune=t_finetune, t_step=t_prune + t_test + t_finetune, t_report=t_report)
     return row
+
+
+class _Evaluators:
+    """A run's evaluators: the test split's and the decision split's (the same one when the
+    decision is made on the test split)."""
+
+    def __init__(self, cfg: RunConfig, data: ExperimentData) -> None:
+        self.test = Evaluator(data.test, cfg.eval_batch_size, cfg.eval_cache, "test")
+        self.decision = self.test if data.decision is data.test else Evaluator(
+            data.decision, cfg.eval_batch_size, cfg.eval_cache, "decision")
+
+    def invalidate(self) -> None:
+        self.test.invalidate()
+        self.decision.invalidate()
+
+    def state(self) -> dict[str, str | None]:
+        """The block whose input each split's cache holds (saved with a run's state)."""
+        return {"test": self.test.cached_block, "decision": self.decision.cached_block}
+
+    def restore(self, model: nn.Module, state: dict[str, str | None]) -> None:
+        """Rebuild the caches of :meth:`state` for ``model`` (a resumed run), so that its records are
+        those of an uninterrupted run; the passes this takes are in no step's record."""
+        for name, evaluator in (("test", self.test), ("decision", self.decision)):
+            block = state.get(name)
+            if block is not None and evaluator.cached_block != block:
+                log.info("rebuilding the evaluation cache of the %s split at the input of %s", name, block)
+                evaluator.restore(model, block)
+
+
+class _EvalWork:
+    """The evaluation work of one step: MACs run and MACs the caches saved."""
+
+    def __init__(self) -> None:
+        self.macs = self.saved = 0
+
+    def count(self, evaluator: Evaluator, model: nn.Module, keep: str | None) -> int:
+        done: EvalPass = evaluator.evaluate(model, keep)
+        self.macs += done.macs
+        self.saved += done.macs_saved
+        return done.correct
 
 
 class _Clock:
@@ -448,6 +516,8 @@ def _summary(
         "total_ft_samples": int(sum(r["ft_samples"] for r in rows)),
         "total_eval_samples": int(sum(r["eval_samples"] for r in rows)),
         "total_report_samples": int(sum(r["report_samples"] for r in rows)),
+        "total_eval_macs": int(sum(r["eval_macs"] for r in rows)),
+        "total_eval_macs_saved": int(sum(r["eval_macs_saved"] for r in rows)),
         "final_params": count_params(model),
         "final_alpha": count_params(model) / params_orig,
         "final_macs": count_macs(model),

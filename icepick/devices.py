@@ -1,32 +1,41 @@
-"""GPU slots: one GPU per job when several jobs share a machine with several GPUs.
+"""GPU slots: one GPU per job (or k jobs per GPU) when several jobs share a machine's GPUs.
 
 ``snakemake --cores all --resources gpu=4`` lets four GPU jobs run at once but does not say
 which GPU each may use. So every job that trains or evaluates claims a free *slot* when it
-starts: slot ``i`` is the ``i``-th visible GPU, and holding it means holding an exclusive
-``flock`` on that GPU's lock file. The job then sets ``CUDA_VISIBLE_DEVICES`` to that GPU
-alone, before CUDA is initialised, so that ``cuda`` inside the job is its own device.
+starts: each visible GPU has ``jobs_per_gpu`` slots (default 1), and holding a slot means
+holding an exclusive ``flock`` on that slot's lock file. The job then sets
+``CUDA_VISIBLE_DEVICES`` to the slot's GPU alone, before CUDA is initialised, so that ``cuda``
+inside the job is its own device (shared with at most ``jobs_per_gpu - 1`` other jobs).
 
 * The operating system releases a ``flock`` when the process ends, however it ends (a
   crash, SIGKILL, a node's OOM killer): a slot never leaks, and there is nothing to clean up.
 * A job that finds every slot taken waits (with a log line, polling) until one frees, up to
   ``ICEPICK_GPU_SLOT_TIMEOUT`` seconds (default one day), then fails with a clear error.
-* Slots are the visible GPUs (``CUDA_VISIBLE_DEVICES`` when set, else every GPU the driver
-  reports, counted through NVML without initialising CUDA). ``--gpu-slots N`` (config
+* The slots' GPUs are the visible GPUs (``CUDA_VISIBLE_DEVICES`` when set, else every GPU the
+  driver reports, counted through NVML without initialising CUDA). ``--gpu-slots N`` (config
   ``gpu_slots``) or the environment variable ``ICEPICK_GPU_SLOTS=N`` use the first N of them.
+* ``--jobs-per-gpu k`` (config ``jobs_per_gpu``) or ``ICEPICK_JOBS_PER_GPU=k`` gives every GPU
+  k slots, so that k small jobs share one GPU: ``snakemake --resources gpu=8`` with k = 2 on
+  4 GPUs. Never more than k jobs hold one GPU. Jobs are spread first: slot 0 of every GPU is
+  taken before any GPU gets a second job. A throughput choice: the wall-clock times of jobs
+  sharing a GPU are not the paper's measure (their training MACs are unaffected).
+* Lock files are named by GPU and slot: ``gpu-<GPU>.lock`` for a GPU's slot 0 (the only one
+  with one job per GPU), ``gpu-<GPU>-slot<j>.lock`` for its slot j >= 1.
 * Lock files live in ``ICEPICK_SLOT_DIR`` (default ``/tmp/icepick-gpu-slots-<uid>``), one
   folder per machine: keep it on a local disk, never on a shared file system. Inside a SLURM
   allocation the folder gets a ``slurm-<job id>`` subfolder, so jobs of one allocation
   (``salloc --gpus=4`` and snakemake inside it) share out its GPUs, while separate SLURM
   jobs, which SLURM already gave a GPU each, never wait for one another.
 * For tests on machines without a GPU, ``ICEPICK_GPU_SLOTS=N`` together with
-  ``ICEPICK_GPU_SLOTS_ON_CPU=1`` makes CPU jobs claim N simulated slots the same way.
+  ``ICEPICK_GPU_SLOTS_ON_CPU=1`` makes CPU jobs claim the slots of N simulated GPUs the same
+  way (``jobs_per_gpu`` slots each; lock files ``sim-<GPU>[-slot<j>].lock``).
 
 A job asking for one specific GPU (``--device cuda:1``) claims nothing: it gets that GPU.
 
 Example::
 
-    slot = claim_for_job("auto")      # before anything initialises CUDA
-    if slot: print(slot.index, os.environ["CUDA_VISIBLE_DEVICES"])
+    slot = claim_for_job("auto", jobs_per_gpu=2)      # before anything initialises CUDA
+    if slot: print(slot.gpu, slot.slot, os.environ["CUDA_VISIBLE_DEVICES"])
 """
 
 from __future__ import annotations
@@ -51,9 +60,12 @@ __all__ = [
     "ENV_DIR",
     "ENV_TIMEOUT",
     "ENV_ON_CPU",
+    "ENV_JOBS_PER_GPU",
+    "DEFAULT_JOBS_PER_GPU",
     "Slot",
     "visible_devices",
     "slot_devices",
+    "jobs_per_gpu_setting",
     "lock_dir",
     "claim_slot",
     "claim_for_job",
@@ -63,10 +75,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENV_SLOTS = "ICEPICK_GPU_SLOTS"  # number of slots (default: one per visible GPU)
+ENV_SLOTS = "ICEPICK_GPU_SLOTS"  # number of GPUs to share out (default: every visible GPU)
 ENV_DIR = "ICEPICK_SLOT_DIR"  # folder of the lock files
 ENV_TIMEOUT = "ICEPICK_GPU_SLOT_TIMEOUT"  # seconds to wait for a free slot
 ENV_ON_CPU = "ICEPICK_GPU_SLOTS_ON_CPU"  # '1': CPU jobs claim simulated slots too (tests)
+ENV_JOBS_PER_GPU = "ICEPICK_JOBS_PER_GPU"  # slots per GPU (default 1: one job per GPU)
+DEFAULT_JOBS_PER_GPU = 1
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 POLL_S = 0.5
 REPEAT_LOG_S = 600.0  # while waiting, say so again every ten minutes
@@ -74,17 +88,23 @@ REPEAT_LOG_S = 600.0  # while waiting, say so again every ten minutes
 
 @dataclass(frozen=True)
 class Slot:
-    """A claimed slot: ``index`` of ``count``; ``device`` is its CUDA_VISIBLE_DEVICES entry."""
+    """A claimed slot: ``index`` of ``count`` (all GPUs' slots, GPUs x ``jobs_per_gpu``), slot
+    number ``slot`` (0 .. jobs_per_gpu - 1) of GPU ``gpu`` (its position among the slots'
+    GPUs); ``device`` is that GPU's CUDA_VISIBLE_DEVICES entry."""
 
     index: int
     count: int
     device: str
     lock: Path
     simulated: bool = False
+    gpu: int = 0
+    slot: int = 0
+    jobs_per_gpu: int = DEFAULT_JOBS_PER_GPU
 
     def record(self) -> dict[str, Any]:
         """Plain data for provenance."""
-        return {"index": self.index, "count": self.count, "cuda_visible_devices": self.device,
+        return {"index": self.index, "count": self.count, "gpu": self.gpu, "slot": self.slot,
+                "jobs_per_gpu": self.jobs_per_gpu, "cuda_visible_devices": self.device,
                 "lock": str(self.lock), "simulated": self.simulated}
 
 
@@ -157,6 +177,23 @@ def _slots_setting(n_slots: int | None) -> int | None:
     return n_slots or None
 
 
+def jobs_per_gpu_setting(jobs_per_gpu: int | None = None) -> int:
+    """--jobs-per-gpu, else ICEPICK_JOBS_PER_GPU, else 1: how many jobs may share one GPU."""
+    if jobs_per_gpu is None:
+        text = os.environ.get(ENV_JOBS_PER_GPU, "").strip()
+        if not text:
+            return DEFAULT_JOBS_PER_GPU
+        try:
+            jobs_per_gpu = int(text)
+        except ValueError:
+            raise ConfigError(f"{ENV_JOBS_PER_GPU}: {text!r} is not an integer; unset it or give the number "
+                              "of jobs that may share one GPU (>= 1)") from None
+    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+        raise ConfigError(f"jobs_per_gpu: {jobs_per_gpu!r} is out of range; it must be an integer >= 1 "
+                          "(1 = one job per GPU)")
+    return jobs_per_gpu
+
+
 def slot_devices(n_slots: int | None = None) -> list[str]:
     """The GPU (CUDA_VISIBLE_DEVICES entry) of every slot: the visible GPUs, or the first N.
 
@@ -192,9 +229,10 @@ def lock_dir() -> Path:
 # ------------------------------------------------------------------------- claiming
 
 
-def _lock_name(device: str, simulated: bool) -> str:
+def _lock_name(device: str, simulated: bool, slot: int = 0) -> str:
+    """``gpu-<GPU>.lock`` for a GPU's slot 0, ``gpu-<GPU>-slot<j>.lock`` for slot j >= 1 (``sim-`` when simulated)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", device)
-    return f"{'sim' if simulated else 'gpu'}-{safe}.lock"
+    return f"{'sim' if simulated else 'gpu'}-{safe}{f'-slot{slot}' if slot else ''}.lock"
 
 
 def _holders(paths: list[Path]) -> str:
@@ -230,10 +268,14 @@ def claim_slot(
     timeout: float | None = None,
     simulated: bool = False,
     poll: float = POLL_S,
+    jobs_per_gpu: int | None = DEFAULT_JOBS_PER_GPU,
 ) -> Slot:
-    """Hold the first free slot among ``devices``, waiting while all are taken.
+    """Hold the first free slot of ``devices`` (``jobs_per_gpu`` slots each), waiting while all are taken.
 
-    The lock stays held until :func:`release_slot` or the end of the process.
+    Slots are tried slot number first, GPU second (slot 0 of every GPU, then slot 1 of every
+    GPU, ...), so jobs spread over the GPUs before any GPU is shared. ``jobs_per_gpu`` None
+    reads ``ICEPICK_JOBS_PER_GPU``. The lock stays held until :func:`release_slot` or the end
+    of the process.
 
     Raises:
         TimeoutError: every slot stayed taken for ``timeout`` seconds (default
@@ -244,14 +286,20 @@ def claim_slot(
         return _held[0]
     if not devices:
         raise ValueError("claim_slot: no devices to claim a slot among")
+    per_gpu = jobs_per_gpu_setting(jobs_per_gpu)
     folder = Path(directory) if directory is not None else lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / _lock_name(device, simulated) for device in devices]
+    # (GPU position, slot number on it) in claim order; the overall index is the position here.
+    order = [(gpu, number) for number in range(per_gpu) for gpu in range(len(devices))]
+    paths = [folder / _lock_name(devices[gpu], simulated, number) for gpu, number in order]
+    count = len(order)
+    shape = f" ({len(devices)} GPUs x {per_gpu} jobs per GPU)" if per_gpu > 1 else ""
     limit = _timeout_setting(timeout)
     start = time.monotonic()
     last_said = None
     while True:
-        for index, (device, path) in enumerate(zip(devices, paths)):
+        for index, ((gpu, number), path) in enumerate(zip(order, paths)):
+            device = devices[gpu]
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -262,22 +310,24 @@ def claim_slot(
                 raise
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-            slot = Slot(index, len(devices), device, path, simulated)
+            slot = Slot(index, count, device, path, simulated, gpu=gpu, slot=number, jobs_per_gpu=per_gpu)
             _held = (slot, fd)
             waited = time.monotonic() - start
-            log.info("claimed GPU slot %d of %d (CUDA_VISIBLE_DEVICES=%s%s; lock %s)%s", index, len(devices), device,
-                     ", simulated" if simulated else "", path, f" after waiting {waited:.0f} s" if last_said else "")
+            shared = f", job slot {number} of {per_gpu} on this GPU" if per_gpu > 1 else ""
+            log.info("claimed GPU slot %d of %d (CUDA_VISIBLE_DEVICES=%s%s%s; lock %s)%s", index, count, device,
+                     ", simulated" if simulated else "", shared, path,
+                     f" after waiting {waited:.0f} s" if last_said else "")
             return slot
         now = time.monotonic()
         if now - start >= limit:
             raise TimeoutError(
-                f"no free GPU slot after waiting {limit:g} s: all {len(devices)} are taken ({_holders(paths)}); "
-                f"lock files in {folder}. Run fewer GPU jobs at once (snakemake --resources gpu=N) "
-                f"or raise {ENV_TIMEOUT}"
+                f"no free GPU slot after waiting {limit:g} s: all {count}{shape} are taken "
+                f"({_holders(paths)}); lock files in {folder}. Run fewer GPU jobs at once "
+                f"(snakemake --resources gpu=N, N = GPUs x jobs per GPU) or raise {ENV_TIMEOUT}"
             )
         if last_said is None or now - last_said >= REPEAT_LOG_S:
-            log.info("all %d GPU slots are taken (%s); waiting for one to free (lock files in %s)",
-                     len(devices), _holders(paths), folder)
+            log.info("all %d GPU slots%s are taken (%s); waiting for one to free (lock files in %s)",
+                     count, shape, _holders(paths), folder)
             last_said = now
         time.sleep(min(poll, max(limit - (now - start), 0.0)))
 
@@ -288,14 +338,19 @@ def _cuda_initialized() -> bool:
     return bool(torch.cuda.is_initialized())
 
 
-def claim_for_job(device: str = "auto", n_slots: int | None = None) -> Slot | None:
+def claim_for_job(device: str = "auto", n_slots: int | None = None, jobs_per_gpu: int | None = None) -> Slot | None:
     """The slot policy of every command that trains or evaluates; call before CUDA is used.
 
     With ``device`` 'auto' or 'cuda' and GPUs visible: claim a slot and point
     ``CUDA_VISIBLE_DEVICES`` at its GPU. Otherwise, only when ``ICEPICK_GPU_SLOTS_ON_CPU=1``
-    and a number of slots is set (``n_slots`` or ``ICEPICK_GPU_SLOTS``): claim one of that
-    many simulated slots, the same way (tests on machines without GPUs). Returns the slot,
+    and a number of slots is set (``n_slots`` or ``ICEPICK_GPU_SLOTS``): claim a slot of that
+    many simulated GPUs, the same way (tests on machines without GPUs). Returns the slot,
     or None when none applies ('cpu', an explicit 'cuda:N', no GPU).
+
+    Args:
+        n_slots: GPUs to share out (the first N visible); None (or 0) = ``ICEPICK_GPU_SLOTS``, else all.
+        jobs_per_gpu: slots per GPU, the most jobs that hold one GPU at once; None =
+            ``ICEPICK_JOBS_PER_GPU``, else 1.
     """
     if _held:
         return _held[0]
@@ -305,7 +360,7 @@ def claim_for_job(device: str = "auto", n_slots: int | None = None) -> Slot | No
             if _cuda_initialized():
                 log.warning("CUDA is already initialised in this process; no GPU slot claimed")
                 return None
-            slot = claim_slot(devices)
+            slot = claim_slot(devices, jobs_per_gpu=jobs_per_gpu)
             os.environ["CUDA_VISIBLE_DEVICES"] = slot.device
             return slot
     if os.environ.get(ENV_ON_CPU, "").strip() != "1" or device not in ("auto", "cuda", "cpu"):
@@ -313,6 +368,6 @@ def claim_for_job(device: str = "auto", n_slots: int | None = None) -> Slot | No
     n = _slots_setting(n_slots)
     if not n:
         return None
-    slot = claim_slot([str(i) for i in range(n)], simulated=True)
+    slot = claim_slot([str(i) for i in range(n)], simulated=True, jobs_per_gpu=jobs_per_gpu)
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.device
     return slot

@@ -37,6 +37,7 @@ __all__ = [
     "num",
     "experiment_name",
     "group_runs",
+    "table1_ratio",
     "model_runs",
     "trace_ratios",
     "RUN_DIR",
@@ -120,16 +121,32 @@ def group_runs(config: Mapping[str, Any], group: str, model: str) -> list[RunSpe
                 runs.append(RunSpec(model, "baseline", "fixed", float(ratio), 0.0, 0.0))
     elif group == "table1":
         t = exp["table1"]
-        ratio = float(t["ratios"][model])
+        ratio = table1_ratio(config, model)
         runs += [RunSpec(model, "icepick", lr, ratio, float(eta), float(t["theta"]))
                  for eta in t["etas"] for lr in t["lr_policies"]]
     elif group == "thresholds":
         t = exp["thresholds"]
-        ratio = float(exp["table1"]["ratios"][model])  # at the model's Table 1 ratio
+        ratio = table1_ratio(config, model)  # at the model's Table 1 ratio
         runs += [RunSpec(model, "icepick", t["lr_policy"], ratio, float(t["eta"]), float(theta)) for theta in t["thetas"]]
     else:
         raise ConfigError(f"group: {group!r} is not an experiment group; one of {', '.join(GROUPS)}")
     return list(dict.fromkeys(runs))
+
+
+def table1_ratio(config: Mapping[str, Any], model: str) -> float:
+    """The Table 1 (and thresholds) ratio of ``model``: its own entry in
+    ``experiments.table1.ratios``, else that of the paper's model it stands for (``paper_role``),
+    else the ``default`` entry. Raises ConfigError naming what to add."""
+    from icepick.config import ConfigError
+
+    ratios = config["experiments"]["table1"]["ratios"]
+    for key in (model, (config.get("paper_role") or {}).get(model), "default"):
+        if key is not None and key in ratios:
+            return float(ratios[key])
+    raise ConfigError(
+        f"experiments.table1.ratios: no ratio for model {model}; add one for it, a 'default' entry, or a "
+        f"paper_role naming the paper's model it stands for (the paper: 0.6 for the ResNets, 0.4 for MobileNetV2)"
+    )
 
 
 def model_runs(config: Mapping[str, Any], model: str, groups: Iterable[str] = GROUPS) -> list[RunSpec]:

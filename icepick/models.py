@@ -30,6 +30,7 @@ __all__ = [
     "MODELS",
     "build_model",
     "model_names",
+    "has_forward_span",
 ]
 
 
@@ -118,6 +119,29 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+    # forward helpers (incremental evaluation, icepick.evaluate.Evaluator): the same operations as
+    # forward, in the same order, split at the input of a block
+
+    def span_blocks(self) -> list[tuple[str, nn.Module]]:
+        """The blocks in forward order, named as in ``named_modules()`` (``layer{1,2,3}.{i}``)."""
+        return [(f"layer{s}.{i}", block) for s in (1, 2, 3) for i, block in enumerate(getattr(self, f"layer{s}"))]
+
+    def forward_span(self, x: torch.Tensor, start: str | None = None, stop: str | None = None) -> torch.Tensor:
+        """Part of :meth:`forward`: from the input of block ``start`` (None: the image, through the
+        stem conv1/bn1/relu) to the input of block ``stop`` (None: through pool and linear, the logits).
+
+        ``forward_span(forward_span(x, None, b), b, None)`` is ``forward(x)`` bit for bit: the same
+        operations on the same tensors.
+        """
+        return _forward_span(self, x, start, stop, self._stem, self._head)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def _head(self, out: torch.Tensor) -> torch.Tensor:
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)
 
@@ -217,8 +241,63 @@ class CifarMobileNetV2(nn.Module):
         out = F.avg_pool2d(out, 4).flatten(1)
         return self.linear(out)
 
+    # forward helpers (incremental evaluation): the same operations as forward, split at a block
+
+    def span_blocks(self) -> list[tuple[str, nn.Module]]:
+        """The blocks in forward order, named as in ``named_modules()`` (``layers.{i}``)."""
+        return [(f"layers.{i}", block) for i, block in enumerate(self.layers)]
+
+    def forward_span(self, x: torch.Tensor, start: str | None = None, stop: str | None = None) -> torch.Tensor:
+        """Part of :meth:`forward`: from the input of block ``start`` (None: the image, through the
+        stem conv1/bn1/relu) to the input of block ``stop`` (None: through conv2/bn2/relu, pool and
+        linear, the logits). Split and joined again it is ``forward`` bit for bit."""
+        return _forward_span(self, x, start, stop, self._stem, self._head)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def _head(self, out: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.avg_pool2d(out, 4).flatten(1)
+        return self.linear(out)
+
 
 # ------------------------------------------------------------------------ helpers
+
+
+def has_forward_span(model: nn.Module) -> bool:
+    """Whether ``model`` can run part of its forward pass (``span_blocks`` and ``forward_span``,
+    as the CIFAR ResNets and MobileNetV2 here, and their :func:`~icepick.evaluate.fold_batchnorm`
+    copies); other models are evaluated with full passes only."""
+    return callable(getattr(model, "forward_span", None)) and callable(getattr(model, "span_blocks", None))
+
+
+def _forward_span(
+    model: nn.Module,
+    x: torch.Tensor,
+    start: str | None,
+    stop: str | None,
+    stem: Callable[[torch.Tensor], torch.Tensor],
+    head: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Stem (when ``start`` is None), the blocks from ``start`` up to ``stop``, head (when ``stop`` is None)."""
+    blocks = model.span_blocks()
+    names = [name for name, _ in blocks]
+
+    def index(name: str | None, default: int) -> int:
+        if name is None:
+            return default
+        if name not in names:
+            raise ValueError(f"unknown block {name!r}; {type(model).__name__} has blocks {names[0]}..{names[-1]}")
+        return names.index(name)
+
+    first, last = index(start, 0), index(stop, len(blocks))
+    if last < first:
+        raise ValueError(f"block {stop!r} comes before block {start!r}: nothing to run from {start!r} to {stop!r}")
+    out = stem(x) if start is None else x
+    for _, block in blocks[first:last]:
+        out = block(out)
+    return head(out) if stop is None else out
 
 
 def _init_weights(model: nn.Module) -> None:

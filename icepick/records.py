@@ -26,6 +26,7 @@ __all__ = [
     "read_json",
     "write_csv",
     "provenance",
+    "process_exists",
 ]
 
 
@@ -74,7 +75,7 @@ def _remove_stale_temporaries(path: Path) -> None:
         return
     for name in names:
         match = pattern.fullmatch(name)
-        if not match or match.group(2) != host or _process_exists(int(match.group(1))):
+        if not match or match.group(2) != host or process_exists(int(match.group(1))):
             continue
         try:
             (path.parent / name).unlink()
@@ -82,7 +83,8 @@ def _remove_stale_temporaries(path: Path) -> None:
             pass
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host (this process included)."""
     if pid == os.getpid():
         return True
     try:

@@ -21,6 +21,16 @@ TIME_COLUMNS = ["t_prune", "t_test", "t_finetune", "t_step", "t_cumulative", "t_
 STEPS = 5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster than two contending ones on a busy CPU
+    (this module took 32 minutes at two threads on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A resnet20 briefly trained on generated CIFAR-format data (module-scoped: ~20 s)."""
@@ -242,3 +252,135 @@ def test_unknown_setting_names_are_rejected():
 def test_freezing_without_a_trace_is_an_error(pretrained, tmp_path):
     with pytest.raises(ConfigError, match="needs a freeze trace"):
         _run(pretrained, tmp_path, eta=0.3)
+
+
+# ------------------------------------------------------------------ incremental evaluation
+
+TINY_STEPS = 3
+#: (method, decision split, theta per model): ICE-Pick with freezing (eta 0.5) at thresholds that
+#: mix skipped, fine-tuned and early-halted steps on these models and data (two-batch
+#: fine-tunings, a check after the first), the baseline, and ICE-Pick deciding on a held-out
+#: val split (one-batch fine-tunings)
+CACHE_CASES = {
+    "icepick": ("icepick", "test", {"resnet20": 5.0, "mobilenetv2_w025": -1.0}),
+    "baseline": ("baseline", "test", {"resnet20": 0.0, "mobilenetv2_w025": 0.0}),
+    "val": ("icepick", "val", {"resnet20": 3.0, "mobilenetv2_w025": 1.5}),
+}
+
+
+def _probed_model(name: str, train) -> torch.nn.Module:
+    """An untrained model with BN statistics from the data and a linear head fitted (L-BFGS) on its
+    standardised features: predictions spread over the classes in seconds, not minutes of
+    training. The depthwise convolutions are drawn at their fan-in gain (the registry's fan-out
+    init makes an untrained MobileNetV2 give nearly the same features for every image)."""
+    from icepick.data import eval_batches, train_batches
+
+    torch.manual_seed(0)
+    model = build_model(name)
+    for _, block in model.span_blocks():
+        if block.conv2.groups > 1:
+            torch.nn.init.normal_(block.conv2.weight, std=(2 / 9) ** 0.5)
+    model.train()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(train_batches(train, 64, seed=0)):
+            if i == 2:
+                break
+            model(x)
+    model.eval()
+    feats, labels = [], []
+    hook = model.linear.register_forward_hook(lambda m, i, o: feats.append(i[0]))
+    with torch.no_grad():
+        for x, y in eval_batches(train, 128):
+            model(x)
+            labels.append(y)
+    hook.remove()
+    f, y = torch.cat(feats), torch.cat(labels)
+    mean, spread = f.mean(0), f.std(0)
+    std = spread.clamp_min(0.1 * spread.median().item())  # no feature amplified past 10x the typical one
+    head = torch.nn.Linear(f.shape[1], 10)
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=30)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head((f - mean) / std), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        model.linear.weight.copy_(head.weight / std)
+        model.linear.bias.copy_(head.bias - model.linear.weight @ mean)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Generated data (256 training / 128 test images), a probed resnet20 and mobilenetv2_w025,
+    and a freeze trace of each (one batch)."""
+    from icepick.data import synth_cifar10
+
+    root = tmp_path_factory.mktemp("cache")
+    synth_cifar10(root / "data", n_train=256, n_test=128, seed=1, difficulty="easy")
+    data = {split: load_experiment_data(root / "data", torch.device("cpu"), split, 64) for split in ("test", "val")}
+    models = {}
+    for name in ("resnet20", "mobilenetv2_w025"):
+        path = root / f"{name}.pt"
+        save_model(_probed_model(name, data["test"].train), path)
+        student, _ = load_model(path)
+        teacher, _ = load_model(path)
+        ft = FinetuneConfig(batch_size=32, max_batches=1)
+        trace = freeze_trace(student, teacher, data["test"].train, 0.4, 1e-3, ft)
+        models[name] = (path, trace)
+    return root, data, models, {}
+
+
+def _cache_runs(tiny, name: str, case: str):
+    """The case's run with and without the evaluation cache: ((summary, steps), (summary, steps))."""
+    root, data, models, done = tiny
+    if (name, case) not in done:
+        method, split, thetas = CACHE_CASES[case]
+        path, trace = models[name]
+        icepick, checks = method == "icepick", case == "icepick"  # early-halt checks in the first case only
+        ft = FinetuneConfig(batch_size=32, max_batches=2 if checks else 1, early_halt=1 if checks else 0)
+        runs = []
+        for cache in (True, False):
+            cfg = RunConfig(method=method, lr_policy="icepick" if icepick else "fixed", eta=0.5 if icepick else 0.0,
+                            theta=thetas[name], decision_split=split, val_size=64, max_steps=TINY_STEPS,
+                            eval_batch_size=48, eval_cache=cache, finetune=ft)
+            out = root / f"{name}-{case}-{cache}"
+            summary = run_experiment(cfg, path, data[split], out / "steps.csv", out / "summary.json", out / "pruned.pt",
+                                     trace=trace if icepick else None, show_progress=False)
+            runs.append((summary, pd.read_csv(out / "steps.csv")))
+        done[(name, case)] = tuple(runs)
+    return done[(name, case)]
+
+
+EVAL_WORK = ["eval_macs", "eval_macs_saved"]
+
+
+@pytest.mark.parametrize("case", list(CACHE_CASES))
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_w025"])
+def test_the_evaluation_cache_changes_no_decision_and_no_accuracy(tiny, name, case):
+    (summary, steps), (summary_full, steps_full) = _cache_runs(tiny, name, case)
+    # every record but the times and the evaluation work: correct-image counts, accuracies, decisions
+    pd.testing.assert_frame_equal(steps.drop(columns=TIME_COLUMNS + EVAL_WORK),
+                                  steps_full.drop(columns=TIME_COLUMNS + EVAL_WORK))
+    for key in ("acc_orig", "decision_correct_orig", "final_acc", "n_finetunes", "total_train_macs"):
+        assert summary[key] == summary_full[key], key
+    assert summary["config"]["eval_cache"] and not summary_full["config"]["eval_cache"]
+
+
+@pytest.mark.parametrize("case", list(CACHE_CASES))
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_w025"])
+def test_the_evaluation_cache_saves_work(tiny, name, case):
+    (summary, steps), (summary_full, steps_full) = _cache_runs(tiny, name, case)
+    # the same passes; the cache only moves work from done to saved
+    assert (steps["eval_macs"] + steps["eval_macs_saved"] == steps_full["eval_macs"]).all()
+    assert (steps_full["eval_macs_saved"] == 0).all() and summary_full["total_eval_macs_saved"] == 0
+    # the pass after every prune starts at the pruned block: the previous step was skipped, or its
+    # last evaluation came after its fine-tuning (with a val split: the test split's report pass)
+    assert (steps["eval_macs_saved"] > 0).all()
+    assert summary["total_eval_macs"] == steps["eval_macs"].sum() < summary_full["total_eval_macs"]
+    assert summary["total_eval_macs_saved"] == steps["eval_macs_saved"].sum()
+    if case == "icepick":  # every path: skipped, and fine-tuned with an early halt (its check's cache kept)
+        assert (~steps["finetuned"]).any() and steps["halted_early"].any()

@@ -433,6 +433,9 @@ experiments:
 
 # (case, overlay YAML, the exact line Snakemake prints)
 WORKFLOW_CASES = [
+    ("a model without a Table 1 ratio", "models: [resnet56]\n",
+     "experiments.table1.ratios: no ratio for model resnet56; add one for it, a 'default' entry, or a paper_role "
+     "naming the paper's model it stands for (the paper: 0.6 for the ResNets, 0.4 for MobileNetV2)"),
     ("config key misspelt", "trace_ration: 0.4\n",
      "ValidationError: Additional properties are not allowed ('trace_ration' was unexpected)"),
     ("nested config key misspelt", "finetune: {max_batch: 2}\n",

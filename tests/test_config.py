@@ -10,6 +10,7 @@ import yaml
 
 from icepick.algorithm import RunConfig
 from icepick.analysis import WeightShiftConfig
+from icepick.devices import DEFAULT_JOBS_PER_GPU
 from icepick.finetune import FinetuneConfig
 from icepick.train import PretrainConfig
 
@@ -19,7 +20,9 @@ SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text
 # schema key -> the dataclass default it states (None in the schema: "the dataclass's own")
 RUN, FT, PRE, WS = RunConfig(), FinetuneConfig(), PretrainConfig(model="resnet110"), WeightShiftConfig()
 SAME_DEFAULT = {
+    "jobs_per_gpu": DEFAULT_JOBS_PER_GPU,
     "precision": FT.precision,
+    "eval_cache": RUN.eval_cache,
     "decision.split": RUN.decision_split,
     "decision.val_size": RUN.val_size,
     "schedule.base": RUN.base,
@@ -77,7 +80,7 @@ def test_the_recipe_defaults_are_left_to_the_library():
     assert PRE.lr == 0.1 and PRE.resolved_weight_decay == 1e-4
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "test.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "test.yaml", "mini.yaml"])
 def test_every_configuration_has_the_same_keys(name):
     paper = _keys(yaml.safe_load((ROOT / "config/config.yaml").read_text()))
     other = _keys(yaml.safe_load((ROOT / "config" / name).read_text()))

@@ -50,3 +50,63 @@ def test_cost_command(tmp_path, capsys):
     assert "GPU h" in capsys.readouterr().out and (tmp_path / "c.json").exists()
     assert main(["cost", "--configfile", str(ROOT / "config" / "config.yaml"), "--train-tmacs", "0"]) == 2
     assert "--train-tmacs" in capsys.readouterr().err
+
+
+def _macs_from(model, block: str) -> int:
+    """Forward MACs per image of ``model.forward_span`` from the input of ``block`` (hooks, as layer_macs)."""
+    import math
+
+    import torch
+
+    ran = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            ran.append(output[0].numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size))
+        else:
+            ran.append(output[0].numel() * module.in_features)
+
+    model.eval()
+    with torch.no_grad():
+        h = model.forward_span(torch.zeros(1, 3, 32, 32), None, block)
+        handles = [m.register_forward_hook(hook) for m in model.modules()
+                   if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        model.forward_span(h, block)
+    for handle in handles:
+        handle.remove()
+    return sum(ran)
+
+
+@pytest.mark.parametrize("name, ratio", [("resnet20", 0.4), ("mobilenetv2_w025", 0.6)])
+def test_a_pass_after_a_prune_costs_the_macs_from_the_pruned_block_on(name, ratio):
+    from icepick.evaluate import macs_before
+
+    model = build_model(name)
+    counted = step_macs(name, ratio, 3)
+    for step, (block, _) in enumerate(prunable_blocks(model)[:3], start=1):
+        prune_block(model, block, ratio)
+        from_block = sum(counted[step].values()) - macs_before(counted[step], block)
+        assert from_block == _macs_from(model, block) < sum(counted[step].values()), f"step {step}"
+
+
+def test_evaluation_is_counted_with_the_cache_unless_it_is_off():
+    from icepick import cost, grid
+    from icepick.evaluate import macs_before
+
+    config = _config("smoke.yaml")
+    assert config["eval_cache"] is True
+    cached, full = sweep_costs(config), sweep_costs({**config, "eval_cache": False})
+    for part in ("upper", "reported"):
+        assert cached["totals"][part]["train_macs"] == full["totals"][part]["train_macs"]
+        assert cached["totals"][part]["eval_macs"] < full["totals"][part]["eval_macs"]
+    # one baseline run, deciding on the test split: each pass after a prune skips the layers before the block
+    model = config["models"][0]
+    spec = next(s for s in grid.group_runs(config, "fig3", model) if s.method == "baseline")
+    setup = cost._setup(config, "worst")
+    steps = cost._n_steps(model, setup)
+    blocks = [name for name, _ in prunable_blocks(build_model(model))][:steps]
+    pruned = step_macs(model, spec.ratio, steps)[1:]
+    saved = sum(setup.n_test * macs_before(macs, block) for block, macs in zip(blocks, pruned))
+    with_cache, _ = cost.run_work(spec, setup)
+    without, _ = cost.run_work(spec, cost._setup({**config, "eval_cache": False}, "worst"))
+    assert without.eval_macs - with_cache.eval_macs == saved > 0

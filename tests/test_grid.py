@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from icepick import grid
+from icepick.config import ConfigError
 from icepick.grid import GROUPS, RunSpec, group_run_files, group_runs, model_runs, trace_path, trace_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +55,14 @@ def test_every_setting_of_a_run_is_in_its_path():
     files = group_run_files(config, "table1", "summary.json")
     assert len(files) == 4 * 2
     assert "results/resnet110/runs/icepick-fixed-r0.6-eta0.3-theta2.5/seed1/summary.json" in files
+
+
+def test_a_model_without_a_table1_ratio_takes_its_paper_roles_or_the_default():
+    config = {"experiments": {"table1": {"ratios": {"resnet110": 0.6, "mobilenetv2": 0.4}}},
+              "paper_role": {"mobilenetv2_w025": "mobilenetv2"}}
+    assert grid.table1_ratio(config, "resnet110") == 0.6
+    assert grid.table1_ratio(config, "mobilenetv2_w025") == 0.4  # a stand-in: the paper model's ratio
+    with pytest.raises(ConfigError, match="no ratio for model resnet56; add one for it, a 'default' entry"):
+        grid.table1_ratio(config, "resnet56")
+    config["experiments"]["table1"]["ratios"]["default"] = 0.5
+    assert grid.table1_ratio(config, "resnet56") == 0.5

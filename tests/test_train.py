@@ -181,31 +181,43 @@ def test_pretrain_writes_every_output(synth_root, tmp_path):
     assert not checkpoint_path(out_model).exists()
 
 
-def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
-    from icepick.model_files import load_model
+class _Killed(Exception):
+    pass
 
-    cfg = _cfg(epochs=3, schedule="step", milestones=(2,))
+
+def _whole_and_killed(cfg, root, tmp_path, kill_after: int):
+    """Outputs of an uninterrupted pretraining and of one killed after epoch ``kill_after`` and
+    then rerun (the epochs the rerun trained are returned too)."""
     whole = _outputs(tmp_path, "whole")
-    pretrain(cfg, synth_root, *whole)
+    pretrain(cfg, root, *whole)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_two(epoch, row):
-        if epoch == 2:
-            raise Killed
+    def kill(epoch, row):
+        if epoch == kill_after:
+            raise _Killed
 
     parts = _outputs(tmp_path, "parts")
-    with pytest.raises(Killed):
-        pretrain(cfg, synth_root, *parts, on_epoch_end=kill_after_two)
+    with pytest.raises(_Killed):
+        pretrain(cfg, root, *parts, on_epoch_end=kill)
     assert checkpoint_path(parts[0]).exists() and not parts[0].exists() and not parts[2].exists()
     seen = []
-    pretrain(cfg, synth_root, *parts, on_epoch_end=lambda epoch, row: seen.append(epoch))
-    assert seen == [3]  # only the missing epoch ran
-    a, _ = load_model(whole[0], "cpu")
-    b, _ = load_model(parts[0], "cpu")
+    pretrain(cfg, root, *parts, on_epoch_end=lambda epoch, row: seen.append(epoch))
+    return whole, parts, seen
+
+
+def _same_weights(a_path, b_path) -> None:
+    from icepick.model_files import load_model
+
+    a, _ = load_model(a_path, "cpu")
+    b, _ = load_model(b_path, "cpu")
     for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(ta, tb), name
+
+
+def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
+    cfg = _cfg(epochs=3, schedule="step", milestones=(2,))
+    whole, parts, seen = _whole_and_killed(cfg, synth_root, tmp_path, kill_after=2)
+    assert seen == [3]  # only the missing epoch ran
+    _same_weights(whole[0], parts[0])
     ca, cb = pd.read_csv(whole[1]), pd.read_csv(parts[1])
     cols = ["epoch", "lr", "train_loss", "train_acc", "test_acc"]
     pd.testing.assert_frame_equal(ca[cols], cb[cols])
@@ -214,29 +226,12 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
 def test_a_warm_up_cut_by_a_kill_resumes_where_it_stood(synth_root, tmp_path):
     """The warm-up's window of batch errors is part of the checkpoint: killed after epoch 1 (16 of
     the 20 batches the window needs), the resumed run ends the warm-up at the same batch."""
-    from icepick.model_files import load_model
-
     cfg = _cfg(model="resnet14", epochs=3, batch_size=16, warmup="on", warmup_error=100.0)
-    whole = _outputs(tmp_path, "whole")
-    pretrain(cfg, synth_root, *whole)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_one(epoch, row):
-        if epoch == 1:
-            raise Killed
-
-    parts = _outputs(tmp_path, "parts")
-    with pytest.raises(Killed):
-        pretrain(cfg, synth_root, *parts, on_epoch_end=kill_after_one)
-    pretrain(cfg, synth_root, *parts)
+    whole, parts, seen = _whole_and_killed(cfg, synth_root, tmp_path, kill_after=1)
+    assert seen == [2, 3]
     ca, cb = pd.read_csv(whole[1]), pd.read_csv(parts[1])
     assert list(ca["warmup_batches"]) == list(cb["warmup_batches"]) == [16, 4, 0]
-    a, _ = load_model(whole[0], "cpu")
-    b, _ = load_model(parts[0], "cpu")
-    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(ta, tb), name
+    _same_weights(whole[0], parts[0])
     assert json.loads(whole[2].read_text())["warmup_iterations"] == 20
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
 
 pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
 
@@ -113,17 +112,6 @@ def clean_copy() -> Path:
 def dry_run(*args: str, cwd: Path | None = None) -> str:
     proc = snakemake("-n", *args, cwd=cwd or clean_copy())
     return proc.stdout + proc.stderr
-
-
-def copy_workflow(dest: Path) -> Path:
-    """The workflow's own files (not the library, results or data) in ``dest``."""
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 # Depth of every rule in the DAG: outputs get times in this order, as after a real run.

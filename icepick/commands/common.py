@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-
-
 from icepick.devices import claim_for_job
 from icepick.runtime import configure_backends, resolve_device, set_threads
 
@@ -36,8 +34,18 @@ def _slots_int(text: str) -> int:
     return value
 
 
+def _jobs_per_gpu_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (1 = one job per GPU), not {text!r}")
+    return value
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
-    """--device, --threads, --precision and --gpu-slots."""
+    """--device, --threads, --precision, --gpu-slots and --jobs-per-gpu."""
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (Snakemake's threads)")
     parser.add_argument("--precision", default="fp32",
@@ -46,6 +54,10 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-slots", type=_slots_int, default=None,
                         help="GPUs jobs on this machine share out, one each (default: $ICEPICK_GPU_SLOTS, "
                              "else every visible GPU); see icepick.devices")
+    parser.add_argument("--jobs-per-gpu", type=_jobs_per_gpu_int, default=None,
+                        help="slots per GPU: at most this many jobs share one GPU (default: $ICEPICK_JOBS_PER_GPU, "
+                             "else 1). A throughput choice: wall-clock times of jobs sharing a GPU are not the "
+                             "paper's; see icepick.devices")
 
 
 def setup_device(args: argparse.Namespace) -> "torch.device":  # noqa: F821
@@ -54,11 +66,12 @@ def setup_device(args: argparse.Namespace) -> "torch.device":  # noqa: F821
     With --device auto or cuda on a machine with GPUs, the job first claims a free GPU slot
     (icepick.devices: a lock file per GPU, released by the OS when the process ends) and sets
     CUDA_VISIBLE_DEVICES to that GPU, before anything initialises CUDA; so concurrent jobs
-    (``snakemake --resources gpu=4``) each get their own GPU. The slot is logged and recorded
-    in the provenance of the job's records.
+    (``snakemake --resources gpu=4``) each get their own GPU; with --jobs-per-gpu k, each GPU
+    has k slots and at most k jobs share it. The slot (GPU, slot number, jobs per GPU) is
+    logged and recorded in the provenance of the job's records.
     """
     set_threads(args.threads)
-    claim_for_job(args.device, getattr(args, "gpu_slots", None))
+    claim_for_job(args.device, getattr(args, "gpu_slots", None), getattr(args, "jobs_per_gpu", None))
     device = resolve_device(args.device)
     configure_backends(device, args.precision)
     return device

@@ -126,6 +126,9 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
                    help="layers ranked for freezing (N of ceil(eta*N)): blocks (the convolutions of the prunable "
                         "blocks, the authors' trace) or all (every convolution)")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="prune only the first N blocks (0 = all)")
+    p.add_argument("--no-eval-cache", action="store_true",
+                   help="evaluate the whole model every time, instead of starting a pass after a prune at the pruned "
+                        "block from the activations the last pass kept (same counts; docs/performance.md)")
     p.add_argument("--steps-out", required=True, type=Path, help="per-step CSV")
     p.add_argument("--summary-out", required=True, type=Path, help="summary JSON")
     p.add_argument("--model-out", required=True, type=Path, help="pruned model file")
@@ -140,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         method=args.method, lr_policy=lr_policy, theta=args.theta, eta=args.eta, ratio=args.ratio,
         seed=args.seed, base=args.base, delta=args.delta, p=args.p, beta=args.beta,
         decision_split=args.decision_split, val_size=args.val_size, freeze_bn_stats=args.freeze_bn_stats,
-        freeze_layers=args.freeze_layers, max_steps=args.max_steps,
+        freeze_layers=args.freeze_layers, max_steps=args.max_steps, eval_cache=not args.no_eval_cache,
         finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
     )
     trace = read_trace(args.trace)

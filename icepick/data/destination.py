@@ -23,6 +23,7 @@ from pathlib import Path
 
 from icepick.data.cifar import OFFICIAL_MD5, TGZ
 from icepick.data.layout import BASE_FOLDER, DATA_FILES, MANIFEST, MARKER, md5
+from icepick.records import process_exists
 
 __all__ = ["DestinationError", "check_destination", "staged_folder", "folder_source"]
 
@@ -110,23 +111,13 @@ def check_destination(out: Path, source: str, force: bool, command: str) -> None
 # ---------------------------------------------------------------- whole-folder writes
 
 
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(parent: Path, name: str) -> None:
     """Remove staging folders of ``name`` whose writer, a process on this host, no longer runs."""
     pattern = re.compile(re.escape(f".{name}.") + r"(?:import|old)\.(\d+)@(.+)\.[^.]+\.tmp")
     host = socket.gethostname()
     for path in parent.glob(f".{name}.*.tmp"):
         match = pattern.fullmatch(path.name)
-        if match and match.group(2) == host and not _pid_running(int(match.group(1))):
+        if match and match.group(2) == host and not process_exists(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -53,12 +53,8 @@ def _check_config():
     unknown = [m for m in config["models"] if m not in grid.MODEL_NAMES]
     if unknown:
         raise ValueError(f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(grid.MODEL_NAMES)}")
-    missing = [m for m in config["models"] if m not in config["experiments"]["table1"]["ratios"]]
-    if missing:
-        raise ValueError(
-            f"experiments.table1.ratios: no ratio for model(s) {', '.join(missing)}; "
-            "add one per model (the paper: 0.6 for the ResNets, 0.4 for MobileNetV2)"
-        )
+    for model in config["models"]:
+        grid.table1_ratio(config, model)  # a ratio for every model (its own, its paper role's, or default)
     s = config["schedule"]
     if not s["delta"] < s["base"]:
         raise ValueError(
@@ -213,6 +209,7 @@ def run_options():
             ("--max-steps", f["max_steps"]),
             ("--freeze-bn-stats", f["freeze_bn_stats"]),
             ("--freeze-layers", f["freeze_layers"]),
+            ("--no-eval-cache", not config["eval_cache"]),  # only when off: the default leaves params as they were
             ("--no-progress", True),
         ]),
     ])
@@ -252,8 +249,14 @@ def weight_shift_options():
 
 
 def device_options():
-    """--device, and --gpu-slots when the configuration limits the GPUs jobs share out."""
-    return _flags([("--device", config["device"]), ("--gpu-slots", config["gpu_slots"] or None)])
+    """--device; --gpu-slots when the configuration limits the GPUs jobs share out; --jobs-per-gpu
+    when it lets several jobs share a GPU (other than 1, so the default leaves the command line,
+    and Snakemake's params rerun trigger, as they were; 1 leaves it to $ICEPICK_JOBS_PER_GPU)."""
+    return _flags([
+        ("--device", config["device"]),
+        ("--gpu-slots", config["gpu_slots"] or None),
+        ("--jobs-per-gpu", config["jobs_per_gpu"] if config["jobs_per_gpu"] != 1 else None),
+    ])
 
 
 def report_options():
