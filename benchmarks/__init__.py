@@ -9,4 +9,7 @@ one benchmark run, so that load from other users of a shared machine hits both a
   end, in one process or (``--processes``) each run a process of its own.
 * ``python -m benchmarks.reference_run``: the reference's whole run as a command (what
   ``--processes`` starts beside ``python -m icepick run``).
+* ``python -m benchmarks.gpu`` (``bash benchmarks/gpu_check.sh``): the prepared GPU check: the
+  CUDA tests, throughputs at fp32/tf32/bf16, pretraining, a paper-scale pruning run, several
+  runs sharing one GPU, and ``icepick cost`` at the measured throughputs (``--cpu-tiny`` on a CPU).
 """

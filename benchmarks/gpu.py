@@ -6,8 +6,8 @@ nothing to download. Each part runs in a process of its own under a time limit, 
 fails or hangs is recorded with its error and the others still run; the exit code is non-zero
 if any part failed. The parts:
 
-1. ``tests``: the test suite's CUDA tests (``pytest -k cuda tests/``; on a GPU a test skipped
-   for want of CUDA is a failure);
+1. ``tests``: the test suite's CUDA tests (``pytest -k cuda`` over the test files that mention
+   CUDA; on a GPU a test skipped for want of CUDA is a failure);
 2. ``throughput``: fine-tuning and evaluation images/s, ours against the reference loop
    (``benchmarks.finetune.run_case``), ResNet-110, ResNet-152 and MobileNetV2 at fp32, tf32 and
    bf16, batch 128, with the tera-MAC/s they make (images/s x the MACs per image of
@@ -18,11 +18,13 @@ if any part failed. The parts:
    ``icepick.algorithm.run_experiment``) on 50,000/10,000 generated images for 90 s: seconds
    per step, split into prune, test and fine-tune (steps.csv's t_prune, t_test, t_finetune);
 5. ``jobs_per_gpu``: k = 2 and 4 such runs at once on the one GPU (``--jobs-per-gpu k``), 45 s
-   each: aggregate steps/s against part 4's, and the ``jobs_per_gpu`` that gives the most;
+   each, at a quarter of the paper's scale (12,500/2,500 images: every part of a step shrinks
+   alike, so k runs complete several steps in the window): aggregate steps/s, in paper steps,
+   against part 4's, and the ``jobs_per_gpu`` that gives the most;
 6. ``cost``: ``python -m icepick cost --configfile config/config.yaml`` at the fp32 training
    and evaluation tera-MAC/s part 2 measured.
 
-Before part 1 a background process generates the data set (``icepick.data.synth_cifar10``,
+Beside part 1 a background process generates the data sets (``icepick.data.synth_cifar10``,
 timed: part ``data``). Everything lands in ``<out>/gpu.json`` and ``<out>/gpu.md`` (the
 logs of each part in ``<out>/logs/``). ``--cpu-tiny`` runs the same code on the CPU in under
 two minutes with small models and data (the test suite runs it).
@@ -55,7 +57,7 @@ import time
 import traceback
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,10 @@ from typing import Any
 __all__ = ["PROFILES", "Profile", "PARTS", "main", "wheel_paths", "missing_imports"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = Path("benchmarks/out/gpu")
-DEFAULT_WHEELS = Path("benchmarks/wheels")
-WHEEL_COMMAND = ("pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 "
-                 "--no-deps -d benchmarks/wheels torch-pruning tqdm pyyaml")
+DEFAULT_OUT = ROOT / "benchmarks" / "out" / "gpu"
+DEFAULT_WHEELS = ROOT / "benchmarks" / "wheels"
+WHEEL_COMMAND = ("pip download --only-binary=:all: --python-version {python} --platform manylinux2014_x86_64 "
+                 "--no-deps -d {wheels} torch-pruning tqdm pyyaml")
 #: import name -> the wheel that brings it (pure Python, or unpacked by the wrapper)
 WHEEL_PACKAGES = {"torch_pruning": "torch-pruning", "tqdm": "tqdm", "yaml": "pyyaml"}
 #: import name -> package the machine itself must have
@@ -109,30 +111,36 @@ class Profile:
     run_window_s: float
     jobs: tuple[int, ...]
     jobs_window_s: float
+    # Part 5's runs are at this scale of the paper's: the training and test splits (so the fine-tuning
+    # epoch, the early-halt checks and the tests) all shrink alike, the mix of work in a step stays
+    # the paper's, and k runs at once complete several steps within the window. A step's paper
+    # equivalent is then jobs_scale of one (the prune itself, milliseconds, aside).
+    jobs_scale: float = 1.0
     threads: int | None = None  # torch threads of a single process (None: torch's default)
+    measure_memory: bool = True  # part 2's peak memory (cheap on a GPU; the CPU profiler takes seconds)
 
 
 GPU = Profile(
-    mode="gpu", device="cuda", budget_s=350.0,
-    limits={"data": 150, "tests": 60, "throughput": 95, "pretrain": 45, "pruning_run": 105, "jobs_per_gpu": 110,
+    mode="gpu", device="cuda", budget_s=345.0,
+    limits={"data": 90, "tests": 60, "throughput": 95, "pretrain": 45, "pruning_run": 110, "jobs_per_gpu": 115,
             "cost": 40},
     n_train=50_000, n_test=10_000, difficulty="standard",
     models=(("resnet110", "resnet110"), ("resnet152", "resnet152"), ("mobilenetv2", "mobilenetv2")),
     precisions=("fp32", "tf32", "bf16"), batch_size=128, ft_batches=10, eval_images=2000, repeats=3,
     pretrain_model="resnet110", pretrain_warmup="auto", pretrain_batch=128, pretrain_batches=50, pretrain_epochs=8,
     run_model="resnet110", ratio=0.6, theta=-100.0, run_batch=128, run_max_batches=0, run_window_s=90.0,
-    jobs=(2, 4), jobs_window_s=45.0,
+    jobs=(2, 4), jobs_window_s=45.0, jobs_scale=0.25,
 )
 TINY = Profile(
     mode="cpu-tiny", device="cpu", budget_s=115.0,
-    limits={"data": 30, "tests": 40, "throughput": 35, "pretrain": 25, "pruning_run": 25, "jobs_per_gpu": 25,
+    limits={"data": 30, "tests": 40, "throughput": 35, "pretrain": 25, "pruning_run": 28, "jobs_per_gpu": 28,
             "cost": 30},
-    n_train=512, n_test=256, difficulty="easy",
+    n_train=256, n_test=128, difficulty="easy",
     models=(("resnet110", "resnet14"), ("resnet152", "resnet20"), ("mobilenetv2", "mobilenetv2_w025")),
-    precisions=("fp32", "tf32", "bf16"), batch_size=32, ft_batches=2, eval_images=128, repeats=1,
+    precisions=("fp32", "tf32"), batch_size=32, ft_batches=2, eval_images=128, repeats=1,  # bf16 on a CPU: slow
     pretrain_model="resnet14", pretrain_warmup="on", pretrain_batch=32, pretrain_batches=8, pretrain_epochs=3,
-    run_model="resnet14", ratio=0.4, theta=-100.0, run_batch=64, run_max_batches=2, run_window_s=9.0,
-    jobs=(2,), jobs_window_s=9.0, threads=1,
+    run_model="resnet14", ratio=0.4, theta=-100.0, run_batch=64, run_max_batches=0, run_window_s=10.0,
+    jobs=(2,), jobs_window_s=10.0, jobs_scale=0.5, threads=1, measure_memory=False,
 )
 PROFILES = {"gpu": GPU, "cpu-tiny": TINY}
 
@@ -201,10 +209,12 @@ def wheel_paths(wheels: Path, unpack_to: Path) -> tuple[list[str], list[str]]:
 def missing_imports(wheels: Path) -> list[str]:
     """One line per package the check needs and cannot import (empty: all there)."""
     lines = []
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
     for module, wheel in WHEEL_PACKAGES.items():
         if find_spec(module) is None:
-            lines.append(f"cannot import {module}: bring the {wheel} wheel into {wheels} "
-                         f"({WHEEL_COMMAND}, on a machine that reaches PyPI) or install {wheel}")
+            fetch = WHEEL_COMMAND.format(python=python, wheels=wheels)
+            lines.append(f"cannot import {module}: bring the {wheel} wheel for Python {python} into {wheels} "
+                         f"(`{fetch}` on a machine that reaches PyPI) or install {wheel}")
     for module, package in MACHINE_PACKAGES.items():
         if find_spec(module) is None:
             lines.append(f"cannot import {module}: this check needs {package} installed on the machine")
@@ -239,8 +249,8 @@ class _Part:
         self.log_path = out / "logs" / f"{name}.log"
         self.result_path = out / "parts" / f"{name}.json"
         self.result_path.unlink(missing_ok=True)
-        self.start = time.monotonic()
-        deadline = time.time() + limit
+        self.start, self.started_at = time.monotonic(), time.time()
+        deadline = self.started_at + limit
         argv = [sys.executable, "-m", "benchmarks.gpu", "--part", name, "--context", str(context),
                 "--deadline", f"{deadline:.3f}"]
         self._log = open(self.log_path, "w")
@@ -256,7 +266,7 @@ class _Part:
         except subprocess.TimeoutExpired:
             timed_out = True
             _end_group(self.proc)
-        seconds = time.monotonic() - self.start
+        seconds = time.monotonic() - self.start  # (waited for, when the part ended before its wait began)
         self._log.close()
         _Part.running.remove(self)
         try:
@@ -271,6 +281,8 @@ class _Part:
             result["status"] = "failed"
             if not result.get("error"):
                 result["error"] = f"exit code {self.proc.returncode}: " + _tail(self.log_path, 3)
+        if not timed_out and isinstance(result.get("ended_at"), (int, float)):
+            seconds = min(seconds, result["ended_at"] - self.started_at)
         result["seconds"] = seconds
         result["log"] = str(self.log_path)
         return result
@@ -307,8 +319,10 @@ def _limit(profile: Profile, name: str, deadline: float, later: list[str]) -> fl
 def check(args: argparse.Namespace) -> int:
     """Run every part; write ``gpu.json`` and ``gpu.md``; 0 when every part passed."""
     profile = PROFILES["cpu-tiny" if args.cpu_tiny else "gpu"]
-    if args.budget:
-        profile = dataclasses.replace(profile, budget_s=float(args.budget))
+    if args.budget:  # every part's limit scales with the whole (the measuring windows stay)
+        scale = float(args.budget) / profile.budget_s
+        profile = dataclasses.replace(profile, budget_s=float(args.budget),
+                                      limits={k: v * scale for k, v in profile.limits.items()})
     out = args.out.resolve()
     for sub in ("logs", "parts"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -330,14 +344,14 @@ def check(args: argparse.Namespace) -> int:
         for i, name in enumerate(order):
             if name == "throughput":  # the data set is needed from part 3 on; part 2 must not share the CPU
                 results["data"] = data.wait()
-                _report("data", results["data"])
+                _report("data", results["data"], start)
             limit = _limit(profile, name, deadline, order[i + 1:])
             if limit < 1.0:
                 results[name] = {"status": "failed", "error": f"not run: the check's {profile.budget_s:.0f} s "
                                  "were spent", "seconds": 0.0}
             else:
                 results[name] = _Part(name, context, out, env, limit).wait()
-            _report(name, results[name])
+            _report(name, results[name], start)
         if "data" not in results:
             results["data"] = data.wait()
     except KeyboardInterrupt:  # the parts run in sessions of their own: Ctrl-C does not reach them
@@ -365,8 +379,8 @@ def check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _report(name: str, result: dict[str, Any]) -> None:
-    line = f"[{result['seconds']:6.1f} s] {TITLES[name]}: {result['status']}"
+def _report(name: str, result: dict[str, Any], start: float) -> None:
+    line = f"[{result['seconds']:6.1f} s, {time.monotonic() - start:5.0f} s in all] {TITLES[name]}: {result['status']}"
     if result.get("summary"):
         line += f": {result['summary']}"
     if result["status"] != "ok":
@@ -378,7 +392,7 @@ def _report(name: str, result: dict[str, Any]) -> None:
 
 
 def _f(x: Any, digits: int = 0) -> str:
-    return "-" if x is None else f"{x:,.{digits}f}"
+    return "-" if x is None or x != x else f"{x:,.{digits}f}"  # None and NaN: not measured
 
 
 def render(figures: dict[str, Any]) -> str:
@@ -411,21 +425,27 @@ def render(figures: dict[str, Any]) -> str:
     run_rows = []
     for name in ("pruning_run", "jobs_per_gpu"):
         for k in parts[name].get("k", []):
-            run_rows.append([k["k"], f"{k['window_s']:.0f}", k["steps"], _f(k.get("t_prune"), 3),
+            if "runs" not in k:  # not run
+                continue
+            run_rows.append([k["k"], f"{k['scale']:g}", f"{k['window_s']:.0f}", k["steps"], _f(k.get("t_prune"), 3),
                              _f(k.get("t_test"), 2), _f(k.get("t_finetune"), 2), _f(k.get("t_step"), 2),
-                             _f(k.get("steps_per_s"), 4), _f(k.get("steps_per_s_wall"), 4)])
+                             _f(k.get("steps_per_s"), 4), _f(k.get("steps_per_s_wall"), 4),
+                             _f(k.get("paper_steps_per_s"), 4)])
     if run_rows:
         p = figures["profile"]
-        text += (f"\n## Pruning runs\n\n{p['run_model']} on {p['n_train']:,}/{p['n_test']:,} generated images, "
-                 f"r = {p['ratio']}, theta = {p['theta']:g} (every step fine-tunes: the upper bound `icepick cost` "
-                 f"counts), " + (f"fine-tunings of {p['run_max_batches']} batches" if p["run_max_batches"]
-                                  else "full-epoch fine-tunings") +
+        text += (f"\n## Pruning runs\n\n{p['run_model']} on {p['n_train']:,}/{p['n_test']:,} generated images "
+                 f"(scale 1; part 5 at scale {p['jobs_scale']:g}: both splits shrunk alike, so a step is that "
+                 f"fraction of a paper step with the same mix of work), r = {p['ratio']}, theta = {p['theta']:g} "
+                 "(every step fine-tunes: the upper bound `icepick cost` counts), "
+                 + (f"fine-tunings of {p['run_max_batches']} batches" if p["run_max_batches"]
+                    else "full-epoch fine-tunings with the early-halt checks") +
                  f" of batch {p['run_batch']}, fp32; k runs at once, each a `python -m icepick run` process "
-                 "stopped at the end of the window. Seconds per step are the runs' own (steps.csv), means over "
-                 "the completed steps; aggregate steps/s = the sum over the k runs of steps / their step seconds; "
-                 "'wall' = steps completed once every run was ready / the rest of the window.\n\n")
-        text += _table(["k", "window s", "steps done", "prune s", "test s", "fine-tune s", "s/step",
-                        "aggregate steps/s", "wall steps/s"], run_rows)
+                 "stopped at the end of the window. Seconds per step: the runs' own (steps.csv), means over "
+                 "the completed steps. Aggregate steps/s: the sum over the k runs of steps / their step seconds; "
+                 "wall: steps completed once every run was ready / the rest of the window; paper-scale: "
+                 "aggregate x scale.\n\n")
+        text += _table(["k", "scale", "window s", "steps done", "prune s", "test s", "fine-tune s", "s/step",
+                        "aggregate steps/s", "wall steps/s", "paper-scale steps/s"], run_rows)
         if parts["jobs_per_gpu"].get("suggestion"):
             text += f"\n{parts['jobs_per_gpu']['suggestion']}\n"
     cost = parts["cost"]
@@ -496,30 +516,61 @@ def _device(ctx: _Context):
     return resolve_device(ctx.profile.device)
 
 
-def part_data(ctx: _Context) -> None:
-    """Generate the CIFAR-format data set once (reused from ``--work`` when it is already there)."""
+def _data_sets(p: Profile, work: Path) -> dict[str, tuple[Path, int, int]]:
+    """The generated data sets: 'main' (parts 3 and 4) and, when part 5 runs at a smaller scale, 'jobs'."""
+    sets = {"main": (work / "data", p.n_train, p.n_test)}
+    if p.jobs_scale < 1:
+        sets["jobs"] = (work / "data-jobs", round(p.n_train * p.jobs_scale), round(p.n_test * p.jobs_scale))
+    return sets
+
+
+def _generate(root: Path, n_train: int, n_test: int, difficulty: str) -> dict[str, Any]:
+    """One data set, generated unless the same one is already there; its figures."""
     from icepick.data import is_synthetic, synth_cifar10
-    from icepick.data.layout import BASE_FOLDER, MARKER
+    from icepick.data.synth import check_synthetic
+
+    if is_synthetic(root):
+        try:
+            m = check_synthetic(root)  # every file against its md5
+        except (OSError, ValueError):
+            m = {}
+        if (m.get("n_train"), m.get("n_test"), m.get("difficulty")) == (n_train, n_test, difficulty):
+            return {"root": str(root), "n_train": n_train, "n_test": n_test, "cached": True}
+    t0 = time.perf_counter()
+    synth_cifar10(root, n_train=n_train, n_test=n_test, seed=0, difficulty=difficulty, force=True)
+    sec = time.perf_counter() - t0
+    return {"root": str(root), "n_train": n_train, "n_test": n_test, "cached": False, "generate_s": sec,
+            "images_per_s": (n_train + n_test) / sec}
+
+
+def part_data(ctx: _Context) -> None:
+    """Generate the data sets (reused from ``--work`` when already there), each in a process of its own."""
+    from concurrent.futures import ProcessPoolExecutor
 
     p = ctx.profile
-    marker = ctx.data / BASE_FOLDER / MARKER
-    if is_synthetic(ctx.data):
-        m = json.loads(marker.read_text())
-        if (m.get("n_train"), m.get("n_test"), m.get("difficulty")) == (p.n_train, p.n_test, p.difficulty):
-            ctx.save(status="ok", cached=True, n_train=p.n_train, n_test=p.n_test,
-                     summary=f"{p.n_train:,}/{p.n_test:,} images reused from {ctx.data}")
-            return
-    t0 = time.perf_counter()
-    synth_cifar10(ctx.data, n_train=p.n_train, n_test=p.n_test, seed=0, difficulty=p.difficulty, force=True)
-    sec = time.perf_counter() - t0
-    n = p.n_train + p.n_test
-    ctx.save(status="ok", cached=False, n_train=p.n_train, n_test=p.n_test, generate_s=sec, images_per_s=n / sec,
-             summary=f"{p.n_train:,}/{p.n_test:,} images generated in {sec:.1f} s ({n / sec:,.0f} images/s, one process)")
+    sets = _data_sets(p, ctx.work)
+    with ProcessPoolExecutor(len(sets)) as pool:
+        futures = {name: pool.submit(_generate, root, n_train, n_test, p.difficulty)
+                   for name, (root, n_train, n_test) in sets.items()}
+        figures = {name: f.result() for name, f in futures.items()}
+
+    def say(f: dict[str, Any]) -> str:
+        return f"{f['n_train']:,}/{f['n_test']:,} images " + (
+            "reused" if f["cached"] else f"generated in {f['generate_s']:.1f} s ({f['images_per_s']:,.0f} images/s)")
+
+    ctx.save(status="ok", sets=figures, summary="; ".join(f"{name}: {say(f)}" for name, f in figures.items())
+             + (" (one process each, at once)" if len(figures) > 1 else ""))
 
 
 def part_tests(ctx: _Context) -> None:
-    """The suite's CUDA tests: ``pytest -k cuda tests/`` (tests needing snakemake skip themselves)."""
-    argv = [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-k", "cuda", "tests/"]
+    """The suite's CUDA tests: ``pytest -k cuda`` (tests needing snakemake skip themselves).
+
+    Only the test files that mention CUDA are collected: ``-k cuda`` selects the same tests from
+    them as from all of ``tests/`` (a test matches by its name or its file's), in less time.
+    """
+    files = sorted(str(f.relative_to(ROOT)) for f in (ROOT / "tests").glob("test_*.py")
+                   if "cuda" in f.read_text(errors="replace").lower())
+    argv = [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-k", "cuda", *files]
     ctx.save(command=" ".join(["python"] + argv[1:]))
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=max(1.0, ctx.left() - 2))
     output = proc.stdout + proc.stderr
@@ -551,6 +602,10 @@ def _macs_per_image(model: str) -> dict[str, int]:
     return {"forward": forward, "train_step": training_macs_per_sample(layers, {}) + forward}
 
 
+def _mib(x: float) -> float | None:
+    return None if x != x else x  # NaN: not measured
+
+
 def part_throughput(ctx: _Context) -> None:
     """Fine-tuning and evaluation images/s, ours vs the reference, per model and precision."""
     import statistics
@@ -573,7 +628,7 @@ def part_throughput(ctx: _Context) -> None:
             configure_backends(device, precision)
             ft.PRECISION = precision
             case = ft.Case(f"{model}-{precision}", model, p.batch_size, p.ft_batches, p.eval_images)
-            fig = ft.run_case(case, p.repeats, device, ablation=False, measure_memory=True)
+            fig = ft.run_case(case, p.repeats, device, ablation=False, measure_memory=p.measure_memory)
             ref, ours = fig["arms"]["reference"], fig["arms"]["ours"]
             macs = _macs_per_image(model)
             med = statistics.median
@@ -583,8 +638,8 @@ def part_throughput(ctx: _Context) -> None:
                 "reference_ft_ips": med(ref["finetune_images_per_s"]), "ours_ft_ips": med(ours["finetune_images_per_s"]),
                 "reference_eval_ips": med(ref["eval_images_per_s"]), "ours_eval_ips": med(ours["eval_images_per_s"]),
                 "ft_ratio": fig["finetune_ratio"], "eval_ratio": fig["eval_ratio"],
-                "ft_peak_mib": {"reference": ref["finetune_peak_mib"], "ours": ours["finetune_peak_mib"]},
-                "eval_peak_mib": {"reference": ref["eval_peak_mib"], "ours": ours["eval_peak_mib"]},
+                "ft_peak_mib": {"reference": _mib(ref["finetune_peak_mib"]), "ours": _mib(ours["finetune_peak_mib"])},
+                "eval_peak_mib": {"reference": _mib(ref["eval_peak_mib"]), "ours": _mib(ours["eval_peak_mib"])},
                 "macs_per_image": macs,
                 "train_tmacs": med(ours["finetune_images_per_s"]) * macs["train_step"] / 1e12,
                 "eval_tmacs": med(ours["eval_images_per_s"]) * macs["forward"] / 1e12,
@@ -624,6 +679,7 @@ def part_pretrain(ctx: _Context) -> None:
     steps = p.pretrain_epochs * p.pretrain_batches
     ctx.save(model=p.pretrain_model, steps=steps, batch_size=p.pretrain_batch, uses_warmup=cfg.uses_warmup,
              config=dataclasses.asdict(cfg))
+    ctx.pretrained.unlink(missing_ok=True)  # a model of an earlier check (--work) must not stand in for this one
     t0 = time.perf_counter()
     work = ctx.work / "pretrain"
     work.mkdir(exist_ok=True)
@@ -665,8 +721,9 @@ def _pretrained_model(ctx: _Context) -> tuple[Path, str]:
 _STEP = re.compile(r"icepick\.algorithm: step (\d+)/(\d+) ")
 
 
-def _runs_at_once(ctx: _Context, k: int, window: float, tag: str) -> dict[str, Any]:
-    """k ``python -m icepick run`` processes at once for ``window`` seconds; their steps and times."""
+def _runs_at_once(ctx: _Context, k: int, window: float, tag: str, data: Path, scale: float = 1.0) -> dict[str, Any]:
+    """k ``python -m icepick run`` processes at once for ``window`` seconds on ``data`` (``scale`` of
+    the paper's sizes); their steps and times."""
     from icepick.model_files import load_model
     from icepick.records import read_json
 
@@ -680,12 +737,14 @@ def _runs_at_once(ctx: _Context, k: int, window: float, tag: str) -> dict[str, A
         folder = ctx.work / "runs" / f"{tag}-{i}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        argv = [sys.executable, "-m", "icepick", "run", "--pretrained", str(pretrained), "--data", str(ctx.data),
+        argv = [sys.executable, "-m", "icepick", "run", "--pretrained", str(pretrained), "--data", str(data),
                 "--method", "icepick", "--ratio", str(p.ratio), "--theta", str(p.theta), "--eta", "0",
                 "--seed", str(i), "--batch-size", str(p.run_batch), "--max-batches", str(p.run_max_batches),
                 "--steps-out", str(folder / "steps.csv"), "--summary-out", str(folder / "summary.json"),
                 "--model-out", str(folder / "pruned.pt"), "--no-progress", "--device", p.device,
                 "--threads", str(threads), "--precision", "fp32", "--jobs-per-gpu", str(k)]
+        if p.device == "cuda":
+            argv += ["--gpu-slots", "1"]  # all k on the first GPU, however many the machine has
         log = open(folder / "log.txt", "w")
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 stdin=subprocess.DEVNULL)
@@ -736,14 +795,15 @@ def _runs_at_once(ctx: _Context, k: int, window: float, tag: str) -> dict[str, A
         run["rows"] = [{c: r.get(c) for c in ("step", "block", "finetuned", "ft_batches", "acc", "t_prune", "t_test",
                                               "t_finetune", "t_step")} for r in rows]
         run["steps"] = len(rows)
-    figures: dict[str, Any] = {"k": k, "window_s": end, "model": p.run_model, "pretrained": origin,
-                               "threads_per_run": threads, "runs": runs}
+    figures: dict[str, Any] = {"k": k, "window_s": end, "model": p.run_model, "pretrained": origin, "data": str(data),
+                               "scale": scale, "threads_per_run": threads, "runs": runs}
     all_rows = [r for run in runs for r in run["rows"]]
     figures["steps"] = len(all_rows)
     for col in ("t_prune", "t_test", "t_finetune", "t_step"):
         figures[col] = sum(r[col] for r in all_rows) / len(all_rows) if all_rows else None
     rates = [run["steps"] / sum(r["t_step"] for r in run["rows"]) for run in runs if run["steps"]]
     figures["steps_per_s"] = sum(rates) if rates else None
+    figures["paper_steps_per_s"] = figures["steps_per_s"] * scale if rates else None
     ready = [run["ready_s"] for run in runs]
     if all(r is not None for r in ready) and end > max(ready):
         t0 = max(ready)
@@ -751,6 +811,10 @@ def _runs_at_once(ctx: _Context, k: int, window: float, tag: str) -> dict[str, A
         figures["steps_per_s_wall"] = done / (end - t0)
     else:
         figures["steps_per_s_wall"] = None
+    idle = sum(1 for run in runs if not run["steps"])
+    if idle and figures["steps"]:
+        figures["note"] = (f"{idle} of {k} runs completed no step in the window: the aggregate counts the others "
+                           "only (a lower bound)")
     errors = [f"run {run['seed']}: {run['error']}" for run in runs if run.get("error")]
     if errors:
         figures["error"] = "; ".join(errors)
@@ -773,7 +837,9 @@ def part_pruning_run(ctx: _Context) -> None:
     p = ctx.profile
     _device(ctx)
     window = min(p.run_window_s, ctx.left() - 15)
-    fig = _runs_at_once(ctx, 1, window, "k1")
+    if window < 2:
+        raise RuntimeError(f"not run: {ctx.left():.0f} s left, too few for a run")
+    fig = _runs_at_once(ctx, 1, window, "k1", ctx.data)
     ctx.save(k=[fig])
     if fig.get("error"):
         ctx.save(status="failed", error=fig["error"])
@@ -794,20 +860,24 @@ def part_jobs_per_gpu(ctx: _Context) -> None:
         if window < 2:
             figures.append({"k": k, "error": "not run: no time left", "steps": 0, "window_s": 0.0})
             continue
-        figures.append(_runs_at_once(ctx, k, window, f"k{k}"))
+        root, _, _ = _data_sets(p, ctx.work).get("jobs", (ctx.data, 0, 0))
+        figures.append(_runs_at_once(ctx, k, window, f"k{k}", root, p.jobs_scale))
         ctx.save(k=figures)
     one = (ctx.part_result("pruning_run").get("k") or [{}])[0]
-    rates = {1: one.get("steps_per_s")} if one.get("steps_per_s") else {}
-    rates.update({f["k"]: f["steps_per_s"] for f in figures if f.get("steps_per_s")})
+    rates = {1: one.get("paper_steps_per_s")} if one.get("paper_steps_per_s") else {}
+    rates.update({f["k"]: f["paper_steps_per_s"] for f in figures if f.get("paper_steps_per_s")})
     suggestion = None
     if rates:
         best = max(rates, key=rates.get)
         if 1 in rates and best != 1 and rates[best] < 1.1 * rates[1]:
             best = 1  # sharing must buy at least 10% to be worth the slower runs
-        suggestion = ("Aggregate steps/s by k: " + ", ".join(f"k={k}: {v:.4f}" for k, v in sorted(rates.items()))
-                      + (f" (x{rates[best] / rates[1]:.2f} of k=1)" if 1 in rates else "")
-                      + f"; suggested `jobs_per_gpu: {best}`"
+        suggestion = ("Aggregate paper-scale steps/s by k: " + ", ".join(
+            f"k={k}: {v:.4f}" + (f" (x{v / rates[1]:.2f})" if 1 in rates and k != 1 else "")
+            for k, v in sorted(rates.items())) + f"; suggested `jobs_per_gpu: {best}`"
                       + ("" if 1 in rates else " (part 4 gave no k=1 figure to compare with)") + ".")
+    notes = [f"k={f['k']}: {f['note']}" for f in figures if f.get("note")]
+    if suggestion and notes:
+        suggestion += " " + "; ".join(notes) + "."
     errors = [f"k={f['k']}: {f['error']}" for f in figures if f.get("error")]
     ctx.save(k=figures, rates={str(k): v for k, v in rates.items()}, suggestion=suggestion,
              status="failed" if errors else "ok", error="; ".join(errors) or None,
@@ -878,10 +948,12 @@ def run_part(name: str, context: Path, deadline: float) -> int:
         PART_FUNCTIONS[name](ctx)
     except BaseException as err:  # noqa: BLE001 - any failure is the part's result, with its message
         traceback.print_exc()
-        ctx.save(status="failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000])
+        ctx.save(status="failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000],
+                 ended_at=time.time())
         return 1
     if ctx.result.get("status") == "running":
-        ctx.save(status="ok")
+        ctx.result["status"] = "ok"
+    ctx.save(ended_at=time.time())
     return 0 if ctx.result["status"] == "ok" else 1
 
 
@@ -894,15 +966,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Run it through bash benchmarks/gpu_check.sh, which puts the wheels on the path.")
     p.add_argument("--cpu-tiny", action="store_true",
                    help="the same code on the CPU with small models and data, in under 2 minutes")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default benchmarks/out/gpu)")
     p.add_argument("--wheels", type=Path, default=DEFAULT_WHEELS,
-                   help=f"folder of the wheels the wrapper puts on PYTHONPATH (default {DEFAULT_WHEELS})")
+                   help="folder of the wheels the wrapper puts on PYTHONPATH (default benchmarks/wheels)")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the generated data and models, kept and reused by the next check "
                         "(default: a temporary folder, deleted at the end)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder")
     p.add_argument("--budget", type=float, default=None,
-                   help="seconds for the whole check (default 350 on the GPU, 115 with --cpu-tiny)")
+                   help="seconds for the whole check, each part's limit scaled with it (default 345 on the "
+                        "GPU, 115 with --cpu-tiny)")
     p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # a part's own process
     p.add_argument("--context", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)

@@ -36,7 +36,6 @@ fi
 unpacked="$(mktemp -d "${TMPDIR:-/tmp}/icepick-wheels.XXXXXX")"
 trap 'rm -rf "$unpacked"' EXIT
 
-cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 extra="$("$py" -m benchmarks.gpu --wheel-path "$wheels" --unpack-to "$unpacked")"
 if [ -n "$extra" ]; then

@@ -46,7 +46,7 @@ from icepick.algorithm import RunConfig, run_experiment
 from icepick.data import load_experiment_data
 from icepick.data import is_synthetic, load_split, synth_cifar10
 from icepick.finetune import FinetuneConfig
-from icepick.freezing import select_frozen, trace_scores
+from icepick.freezing import choose_frozen, trace_scores
 from icepick.model_files import load_model
 from icepick.records import read_json, write_json
 
@@ -96,12 +96,13 @@ def _reference(cfg: RunConfig, pretrained: Path, data_dir: Path, frozen: list[st
                                 cfg.finetune.max_batches, cfg.base, device)
 
 
-def _process_args(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path, out: Path) -> list[str]:
+def _process_args(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path, out: Path,
+                  device: torch.device) -> list[str]:
     """The options both processes share (same names in ``icepick run`` and ``benchmarks.reference_run``)."""
     args = ["--pretrained", str(pretrained), "--data", str(data_dir), "--method", cfg.method,
             "--ratio", str(cfg.ratio), "--theta", str(cfg.theta), "--eta", str(cfg.eta), "--base", str(cfg.base),
             "--max-steps", str(cfg.max_steps), "--max-batches", str(cfg.finetune.max_batches),
-            "--batch-size", str(cfg.finetune.batch_size), "--seed", str(cfg.seed), "--device", cfg.device,
+            "--batch-size", str(cfg.finetune.batch_size), "--seed", str(cfg.seed), "--device", str(device),
             "--threads", str(torch.get_num_threads()), "--model-out", str(out / "pruned.pt"),
             "--summary-out", str(out / "summary.json")]
     return args + (["--trace", str(trace_path)] if cfg.eta > 0 else [])
@@ -121,12 +122,13 @@ def _run_process(argv: list[str], log_path: Path) -> float:
     return cpu if clock() == "cpu" else wall
 
 
-def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path) -> tuple[dict, float]:
+def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path,
+                 device: torch.device) -> tuple[dict, float]:
     """One run of ``arm`` ('ours' or 'reference') as a process: (its summary, seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         argv = [sys.executable, "-m", *(["icepick", "run"] if arm == "ours" else ["benchmarks.reference_run"]),
-                *_process_args(cfg, pretrained, data_dir, trace_path, out)]
+                *_process_args(cfg, pretrained, data_dir, trace_path, out, device)]
         if arm == "ours":
             argv += ["--lr-policy", cfg.lr_policy, "--early-halt", str(cfg.finetune.early_halt),
                      "--steps-out", str(out / "steps.csv"), "--no-progress"]
@@ -191,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     device = setup(args)
     data_dir, pretrained, trace_path = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
     trace = read_json(trace_path)
-    frozen = select_frozen(trace_scores(trace), args.eta)
+    frozen = choose_frozen(load_model(pretrained, "cpu")[0], trace_scores(trace), args.eta)  # as the pipeline's runs
     ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches, batch_size=args.batch_size)
     configs = [
         RunConfig(method="icepick", lr_policy="icepick", theta=args.theta, eta=args.eta, ratio=args.ratio,
-                  max_steps=args.steps, device=str(device), finetune=ft),
+                  max_steps=args.steps, finetune=ft),
         RunConfig(method="baseline", lr_policy="fixed", theta=0.0, eta=0.0, ratio=args.ratio,
-                  max_steps=args.steps, device=str(device), finetune=ft),
+                  max_steps=args.steps, finetune=ft),
     ]
     from icepick.evaluate import accuracy
 
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm in arms:
                 torch.manual_seed(cfg.seed)
                 if args.processes:
-                    result, sec = _arm_process(arm, cfg, pretrained, data_dir, trace_path)
+                    result, sec = _arm_process(arm, cfg, pretrained, data_dir, trace_path, device)
                 elif arm == "ours":
                     result, sec = timed(lambda: _ours(cfg, pretrained, data_dir, trace, device), device)
                 else:

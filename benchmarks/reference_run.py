@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.reference import cifar10_datasets, reference_prune_loop, test_loader, train_loader
-from icepick.freezing import select_frozen, trace_scores
+from icepick.freezing import choose_frozen, trace_scores
 from icepick.model_files import load_model, save_model
 from icepick.records import read_json, write_json
 from icepick.runtime import resolve_device
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.trace is None:
             print("benchmarks.reference_run: error: --eta > 0 needs --trace", file=sys.stderr)
             return 2
-        frozen = select_frozen(trace_scores(read_json(args.trace)), args.eta)
+        frozen = choose_frozen(model, trace_scores(read_json(args.trace)), args.eta)  # as the pipeline's runs
     result = reference_prune_loop(
         model, train_loader(train_set, args.batch_size, args.seed), test_loader(test_set), args.ratio, args.theta,
         args.method, frozen, args.max_steps, args.max_batches, args.base, device,

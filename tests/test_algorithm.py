@@ -64,6 +64,7 @@ def _run(pretrained, tmp_path, name="run", trace=None, **overrides):
     return summary, pd.read_csv(out / "steps.csv")
 
 
+@pytest.mark.slow
 def test_fine_tunes_exactly_when_the_drop_reaches_theta(pretrained, tmp_path):
     summary, steps = _run(pretrained, tmp_path, theta=1.5)
     assert (steps["finetuned"] == (steps["drop"] >= 1.5)).all()
@@ -75,6 +76,7 @@ def test_fine_tunes_exactly_when_the_drop_reaches_theta(pretrained, tmp_path):
     assert summary["n_finetunes"] == int(steps["finetuned"].sum())
 
 
+@pytest.mark.slow
 def test_baseline_fine_tunes_after_every_step_at_the_fixed_rate(pretrained, tmp_path):
     summary, steps = _run(pretrained, tmp_path, method="baseline", lr_policy="fixed", eta=0.0, theta=100.0)
     assert steps["finetuned"].all() and summary["n_finetunes"] == STEPS
@@ -83,12 +85,14 @@ def test_baseline_fine_tunes_after_every_step_at_the_fixed_rate(pretrained, tmp_
     assert (steps["ft_batches"] == 6).all()
 
 
+@pytest.mark.slow
 def test_icepick_with_an_unreachable_threshold_fine_tunes_every_step(pretrained, tmp_path):
     _, steps = _run(pretrained, tmp_path, theta=-100.0)
     assert steps["finetuned"].all()
     assert (steps["lr"] <= 1e-3).all() and (steps["lr"] >= 2.5e-4).all()
 
 
+@pytest.mark.slow
 def test_accuracy_falls_with_pruning_and_recovers_with_fine_tuning(pretrained, tmp_path):
     summary, steps = _run(pretrained, tmp_path, theta=-100.0)
     before = [summary["acc_orig"], *steps["acc"].iloc[:-1]]  # the accuracy each prune starts from
@@ -107,6 +111,7 @@ def test_a_drop_of_exactly_theta_fine_tunes_whatever_the_float_rounding():
     assert algorithm.drop_reaches_theta(300, 300, 360, 0.0) and algorithm.drop_reaches_theta(300, 310, 360, -100.0)
 
 
+@pytest.mark.slow
 def test_fine_tuning_counts_the_teachers_forward_pass_in_its_training_macs(pretrained, tmp_path):
     from icepick.freezing import layer_trainable, training_macs_per_sample
     from icepick.pruning import count_macs, layer_macs
@@ -120,6 +125,7 @@ def test_fine_tuning_counts_the_teachers_forward_pass_in_its_training_macs(pretr
     assert steps["train_macs"].iloc[-1] == steps["ft_samples"].iloc[-1] * per_sample
 
 
+@pytest.mark.slow
 def test_with_a_held_out_decision_split_the_test_passes_are_timed_apart(pretrained, tmp_path):
     path, data_dir, _ = pretrained
     data = load_experiment_data(data_dir, torch.device("cpu"), "val", 256)
@@ -137,11 +143,13 @@ def test_with_a_held_out_decision_split_the_test_passes_are_timed_apart(pretrain
     assert summary["decision_samples"] == 256 and summary["test_samples"] == len(data.test)
 
 
+@pytest.mark.slow
 def test_an_early_halt_interval_longer_than_a_fine_tuning_is_refused(pretrained, tmp_path):
     with pytest.raises(ConfigError, match=r"early_halt: 100 batches is not shorter than one fine-tuning \(6 batches of 64 here\)"):
         _run(pretrained, tmp_path, theta=1.5, early_halt=100)
 
 
+@pytest.mark.slow
 def test_pruning_shrinks_the_model_step_by_step(pretrained, tmp_path):
     summary, steps = _run(pretrained, tmp_path, theta=1.5)
     assert (steps["params"].diff().dropna() < 0).all()
@@ -150,6 +158,7 @@ def test_pruning_shrinks_the_model_step_by_step(pretrained, tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) == summary["final_params"] == steps["params"].iloc[-1]
 
 
+@pytest.mark.slow
 def test_every_record_field_is_filled(pretrained, tmp_path):
     summary, steps = _run(pretrained, tmp_path, theta=-100.0)
     assert list(steps.columns) == algorithm.STEP_COLUMNS
@@ -167,6 +176,7 @@ def _records(steps: pd.DataFrame) -> pd.DataFrame:
     return steps.drop(columns=TIME_COLUMNS)
 
 
+@pytest.mark.slow
 def test_one_seed_gives_identical_records_and_another_seed_differs(pretrained, tmp_path):
     _, a = _run(pretrained, tmp_path, "a", theta=-100.0, seed=3)
     _, b = _run(pretrained, tmp_path, "b", theta=-100.0, seed=3)
@@ -175,6 +185,7 @@ def test_one_seed_gives_identical_records_and_another_seed_differs(pretrained, t
     assert not _records(a).equals(_records(c))
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_and_ends_with_the_same_records(pretrained, tmp_path, monkeypatch):
     _, uninterrupted = _run(pretrained, tmp_path, "whole", theta=1.5, seed=1)
     real_step = algorithm._run_step
@@ -199,6 +210,7 @@ def test_a_killed_run_resumes_and_ends_with_the_same_records(pretrained, tmp_pat
     assert not (out / "summary.json.state.pt").exists()
 
 
+@pytest.mark.slow
 def test_freezing_from_a_trace_keeps_the_chosen_layers_frozen(pretrained, tmp_path):
     path, _, data = pretrained
     model, _ = load_model(path)
@@ -214,6 +226,7 @@ def test_freezing_from_a_trace_keeps_the_chosen_layers_frozen(pretrained, tmp_pa
     assert summary["total_seconds_with_trace"] == pytest.approx(summary["total_seconds"] + trace["seconds"])
 
 
+@pytest.mark.slow
 def test_early_halt_stops_fine_tuning_once_the_drop_is_below_theta(pretrained, tmp_path):
     _, steps = _run(pretrained, tmp_path, theta=1.5, early_halt=1)
     halted = steps[steps["halted_early"]]
@@ -249,6 +262,7 @@ def test_unknown_setting_names_are_rejected():
     assert RunConfig.from_dict(cfg.flat()) == cfg
 
 
+@pytest.mark.slow
 def test_freezing_without_a_trace_is_an_error(pretrained, tmp_path):
     with pytest.raises(ConfigError, match="needs a freeze trace"):
         _run(pretrained, tmp_path, eta=0.3)

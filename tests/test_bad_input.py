@@ -463,7 +463,10 @@ WORKFLOW_CASES = [
      "ValidationError: 1 is greater than or equal to the maximum of 1"),
 ]
 
-needs_snakemake = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
+def needs_snakemake(test):
+    """A test that runs Snakemake: skipped without it, and slow (not in the fast tier)."""
+    skip = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
+    return pytest.mark.slow(skip(test))
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_reference_run_needs_a_trace_to_freeze(synth_root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("module", ["benchmarks.finetune", "benchmarks.freezing", "benchmarks.pruning_run",
-                                    "benchmarks.reference_run"])
+                                    "benchmarks.reference_run", "benchmarks.gpu"])
 def test_benchmark_scripts_have_help(module, capsys):
     import importlib
 
@@ -118,3 +118,89 @@ def test_finetune_benchmark_smoke(tmp_path, capsys):
     assert set(case["arms"]) == {"reference", "ours"}
     assert case["finetune_ratio"]["min"] > 0 and case["eval_ratio"]["median"] > 0
     assert "| smoke-resnet20 |" in (tmp_path / "finetune.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_tiny_runs_every_part(tmp_path):
+    """`bash benchmarks/gpu_check.sh --cpu-tiny`: the GPU check's code on the CPU with small models
+    (about 75 s on 2 cores; --budget gives a loaded machine room). Without a wheels folder the
+    installed packages serve. Every part passes and lands in the JSON and the markdown."""
+    import os
+    import subprocess
+
+    from benchmarks.gpu import PARTS
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-tiny", "--out", str(out),
+         "--wheels", str(tmp_path / "no-wheels"), "--budget", "300"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((out / "gpu.json").read_text())
+    assert figures["mode"] == "cpu-tiny" and figures["ok"]
+    assert list(figures["parts"]) == list(PARTS)
+    for name, part in figures["parts"].items():
+        assert part["status"] == "ok", (name, part.get("error"))
+        assert part["seconds"] > 0
+    parts = figures["parts"]
+    assert parts["tests"]["passed"] >= 1
+    cases = parts["throughput"]["cases"]
+    assert {c["precision"] for c in cases} == {"fp32", "tf32"} and len(cases) == 6
+    assert all(c["ours_ft_ips"] > 0 and c["reference_ft_ips"] > 0 and c["train_tmacs"] > 0 for c in cases)
+    assert parts["pretrain"]["last_loss"] < parts["pretrain"]["first_loss"]
+    assert parts["pretrain"]["warmup_iterations"] > 0
+    run = parts["pruning_run"]["k"][0]
+    assert run["k"] == 1 and run["steps"] >= 1
+    assert run["t_step"] == pytest.approx(run["t_prune"] + run["t_test"] + run["t_finetune"], rel=1e-6)
+    assert [k["k"] for k in parts["jobs_per_gpu"]["k"]] == [2]
+    assert "jobs_per_gpu:" in parts["jobs_per_gpu"]["suggestion"]
+    assert parts["cost"]["command"].startswith("python -m icepick cost --configfile config/config.yaml --train-tmacs ")
+    assert "GPU h" in parts["cost"]["output"]
+    text = (out / "gpu.md").read_text()
+    for heading in ("| part | status |", "## Fine-tuning and evaluation throughput", "## Pruning runs",
+                    "## Projected cost"):
+        assert heading in text
+
+
+def test_gpu_check_names_the_wheel_a_missing_package_needs(tmp_path, monkeypatch, capsys):
+    """A package the check needs and cannot import ends it with one line naming the wheel to bring."""
+    from benchmarks import gpu
+
+    real = gpu.find_spec
+    monkeypatch.setattr(gpu, "find_spec", lambda name: None if name == "torch_pruning" else real(name))
+    assert gpu.main(["--cpu-tiny", "--out", str(tmp_path), "--wheels", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot import torch_pruning" in err[0] and "torch-pruning wheel" in err[0]
+    assert not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_check_puts_only_fitting_missing_wheels_on_the_path(tmp_path):
+    import platform
+    import zipfile
+
+    from benchmarks.gpu import wheel_paths
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+
+    def wheel(name: str, files: dict[str, str]) -> None:
+        with zipfile.ZipFile(wheels / name, "w") as zf:
+            for path, text in files.items():
+                zf.writestr(path, text)
+
+    wheel("gpucheckpure-1.0-py3-none-any.whl", {"gpucheckpure/__init__.py": "X = 1\n",
+                                                "gpucheckpure-1.0.dist-info/METADATA": ""})
+    wheel(f"gpucheckext-1.0-cp{sys.version_info.major}{sys.version_info.minor}-cp{sys.version_info.major}"
+          f"{sys.version_info.minor}-manylinux2014_x86_64.whl", {"gpucheckext/__init__.py": "Y = 2\n"})
+    wheel("gpucheckold-1.0-cp27-cp27mu-manylinux1_x86_64.whl", {"gpucheckold/__init__.py": ""})
+    wheel("json_again-1.0-py3-none-any.whl", {"json/__init__.py": ""})  # importable already: left out
+    entries, notes = wheel_paths(wheels, tmp_path / "unpacked")
+    assert str((wheels / "gpucheckpure-1.0-py3-none-any.whl").resolve()) in entries  # a pure wheel as it is
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64":  # one with a C extension unpacked
+        unpacked = [Path(e) for e in entries if "gpucheckext" in e]
+        assert len(unpacked) == 1 and (unpacked[0] / "gpucheckext" / "__init__.py").exists()
+    assert len(entries) == 2 if platform.machine() == "x86_64" else 1
+    assert not any("gpucheckold" in e or "json_again" in e for e in entries)
+    assert any("another Python" in n for n in notes) and any("already importable" in n for n in notes)

@@ -280,6 +280,7 @@ def test_accuracy_curves_start_at_the_unpruned_model(summary_dir):
 # ---------------------------------------------------------------- figures
 
 
+@pytest.mark.slow
 def test_figures_are_written(summary_dir, tmp_path):
     runs = pd.read_csv(summary_dir / "fig3" / "runs.csv")
     steps = pd.read_csv(summary_dir / "fig3" / "steps.csv")
@@ -390,6 +391,7 @@ def _main(argv: list[str]) -> int:
     return int(args.func(args) or 0)
 
 
+@pytest.mark.slow
 def test_commands_end_to_end(summary_dir, tmp_path):
     s = summary_dir
     roles = ["--paper-role", "resnet20=resnet110", "--models", *MODELS]

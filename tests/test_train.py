@@ -159,6 +159,7 @@ def test_accuracy_is_a_percentage_and_restores_the_mode(synth_splits):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pretrain_writes_every_output(synth_root, tmp_path):
     from icepick.model_files import load_model
 
@@ -213,6 +214,7 @@ def _same_weights(a_path, b_path) -> None:
         assert torch.equal(ta, tb), name
 
 
+@pytest.mark.slow
 def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
     cfg = _cfg(epochs=3, schedule="step", milestones=(2,))
     whole, parts, seen = _whole_and_killed(cfg, synth_root, tmp_path, kill_after=2)
@@ -223,6 +225,7 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(synth_root, tmp_path):
     pd.testing.assert_frame_equal(ca[cols], cb[cols])
 
 
+@pytest.mark.slow
 def test_a_warm_up_cut_by_a_kill_resumes_where_it_stood(synth_root, tmp_path):
     """The warm-up's window of batch errors is part of the checkpoint: killed after epoch 1 (16 of
     the 20 batches the window needs), the resumed run ends the warm-up at the same batch."""
@@ -235,6 +238,7 @@ def test_a_warm_up_cut_by_a_kill_resumes_where_it_stood(synth_root, tmp_path):
     assert json.loads(whole[2].read_text())["warmup_iterations"] == 20
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_configuration_is_not_continued(synth_root, tmp_path):
     cfg = _cfg(epochs=2)
     out = _outputs(tmp_path)
@@ -304,6 +308,7 @@ def test_cli_data_fetch_reports_missing_data(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_small_cnn_learns_the_generated_data_well_above_chance(tmp_path):
     root = tmp_path / "learn"
     synth_cifar10(root, n_train=2000, n_test=500, seed=0)

@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 
-pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python")
+pytestmark = [
+    pytest.mark.slow,  # each test runs Snakemake (a dry run or more): not in the fast tier
+    pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python"),
+]
 
 # ---------------------------------------------------------------- the paper's grid, by hand
 
