@@ -142,20 +142,21 @@ def _register_table(subparsers: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
-def _table1(args: argparse.Namespace) -> int:
-    table = reporting.table1(_read_csv(args.runs), _roles(args), args.models)
-    reporting.write_text(args.out, reporting.table1_latex(table))
+def _write_table(args: argparse.Namespace, compute, latex) -> int:
+    """A table from runs.csv: ``compute(runs, roles, models)`` written as LaTeX (and CSV)."""
+    table = compute(_read_csv(args.runs), _roles(args), args.models)
+    reporting.write_text(args.out, latex(table))
     if args.csv_out:
         reporting.write_table(args.csv_out, table)
     return 0
+
+
+def _table1(args: argparse.Namespace) -> int:
+    return _write_table(args, reporting.table1, reporting.table1_latex)
 
 
 def _time_savings(args: argparse.Namespace) -> int:
-    table = reporting.time_savings(_read_csv(args.runs), _roles(args), args.models)
-    reporting.write_text(args.out, reporting.time_savings_latex(table))
-    if args.csv_out:
-        reporting.write_table(args.csv_out, table)
-    return 0
+    return _write_table(args, reporting.time_savings, reporting.time_savings_latex)
 
 
 # ---------------------------------------------------------------- figures
