@@ -2,7 +2,22 @@
 
 The method's steps live in modules named after the paper's words:
 ``models``, ``data``, ``pruning``, ``freezing``, ``schedule`` (Eq. 1), ``finetune``,
-``algorithm`` (Algorithm 1) and ``analysis`` (Section 4.1).
+``algorithm`` (Algorithm 1) and ``analysis`` (Section 4.1). ``icepick.iterative_prune``
+(:mod:`icepick.api`) runs the method on a model and data in memory.
+
+Importing the package imports nothing heavy (``import icepick.grid`` stays torch-free); the
+API is loaded on first use.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["iterative_prune", "PruneResult"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from icepick import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'icepick' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -30,7 +31,8 @@ import torch
 from torch import nn
 
 from icepick.config import ConfigError, check_choice, check_int, check_range
-from icepick.data import ExperimentData, check_classes
+from icepick.criteria import CRITERIA, DATA_CRITERIA, filter_scores
+from icepick.data import ExperimentData, check_classes, train_batches
 from icepick.evaluate import EvalPass, Evaluator, fold_batchnorm, percent
 from icepick.finetune import FinetuneConfig, finetune, finetune_batches, step_seed
 from icepick.freezing import (
@@ -86,6 +88,8 @@ class RunConfig:
     max_steps: int = 0  # prune only the first N blocks (0 = all); for quick runs
     eval_batch_size: int = 0  # test batch; 0 = the device's best (1000 on a GPU, 128 on a CPU)
     eval_cache: bool = True  # incremental evaluation (icepick.evaluate.Evaluator); False: every pass in full
+    criterion: str = "l1"  # how a block's filters are ranked (icepick.criteria); the paper: 'l1'
+    criterion_batches: int = 4  # training batches the data criteria ('taylor', 'mean_activation') read per step
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -102,6 +106,8 @@ class RunConfig:
         check_int("val_seed", self.val_seed, 0)
         check_int("max_steps", self.max_steps, 0)
         check_int("eval_batch_size", self.eval_batch_size, 0)
+        check_choice("criterion", self.criterion, CRITERIA)
+        check_int("criterion_batches", self.criterion_batches, 1)
         if not isinstance(self.eval_cache, bool):
             raise ConfigError(f"eval_cache: {self.eval_cache!r} must be true or false")
         if self.method == "baseline":
@@ -317,7 +323,7 @@ def _run_step(
     n_dec = len(data.decision)
     work = _EvalWork()
     clock = _Clock(device)
-    prune_block(model, block, cfg.ratio)
+    prune_block(model, block, cfg.ratio, scores=_filter_scores(cfg, model, data, block, step))
     apply_freezing(model, frozen)  # pruning made new parameters: freeze them again by name
     t_prune = clock.lap()
 
@@ -383,6 +389,17 @@ def _run_step(
                report_samples=report_samples, t_prune=t_prune, t_test=t_test,
                t_finetune=t_finetune, t_step=t_prune + t_test + t_finetune, t_report=t_report)
     return row
+
+
+def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block: str, step: int) -> torch.Tensor:
+    """The run's criterion on ``block``: data criteria read ``criterion_batches`` training batches
+    (no augmentation, in the order of the step's seed); ``random`` draws from the step's seed."""
+    seed = step_seed(cfg.seed, step)
+    batches = None
+    if cfg.criterion in DATA_CRITERIA:
+        epoch = train_batches(data.train, cfg.finetune.batch_size, seed, augment=False)
+        batches = itertools.islice(epoch, cfg.criterion_batches)
+    return filter_scores(model, model.get_submodule(block), cfg.criterion, seed, batches)
 
 
 class _Evaluators:
@@ -495,6 +512,7 @@ def _summary(
         "ratio": cfg.ratio,
         "seed": cfg.seed,
         "decision_split": cfg.decision_split,
+        "criterion": cfg.criterion,
         "acc_orig": acc_orig,
         "decision_acc_orig": percent(ref.decision_correct, len(data.decision)),
         "decision_correct_orig": ref.decision_correct,

@@ -1,8 +1,8 @@
-"""Structured L1 filter pruning of one block at a time, and model statistics (parameters, MACs).
+"""Structured filter pruning of one block at a time, and model statistics (parameters, MACs).
 
 Pruning follows the paper's convention (Li et al. 2016 for residual nets): in a block, the
 filters of the first (ResNet) or expansion (MobileNetV2) convolution with the smallest L1
-norms are removed together with everything that consumes them; the block's output
+norms (or the lowest scores of another criterion, :mod:`icepick.criteria`) are removed together with everything that consumes them; the block's output
 channels and its shortcut are never touched. Channels are removed physically through
 Torch-Pruning's ``DependencyGraph``, so a pruned model is smaller and faster.
 
@@ -23,13 +23,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from icepick.criteria import l1_scores
 from icepick.models import BasicBlock, InvertedResidual
 
 __all__ = [
     "prunable_blocks",
     "block_width",
     "model_widths",
-    "filter_l1_norms",
     "filters_to_remove",
     "prune_block",
     "conv_layers",
@@ -92,13 +92,8 @@ def _check_ratio(ratio: Any) -> float:
     return float(ratio)
 
 
-def filter_l1_norms(conv: nn.Conv2d) -> torch.Tensor:
-    """L1 norm of each output filter: sum of |w| over input channels and kernel positions."""
-    return conv.weight.detach().abs().sum(dim=(1, 2, 3))
-
-
 def filters_to_remove(norms: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Sorted indices of the ceil(ratio*C) filters with the smallest norms (ties: lower index first).
+    """Sorted indices of the ceil(ratio*C) filters with the smallest scores (ties: lower index first).
 
     ``ratio * C`` is rounded before the ceiling (1e-9) so that float noise such as
     ``0.7 * 10 = 7.000000000000001`` does not remove an extra filter.
@@ -118,9 +113,16 @@ def filters_to_remove(norms: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 def prune_block(
-    model: nn.Module, block: int | str, ratio: float, example_input: torch.Tensor | None = None
+    model: nn.Module,
+    block: int | str,
+    ratio: float,
+    example_input: torch.Tensor | None = None,
+    scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L1-prune one block in place and return the sorted indices of the KEPT filters.
+    """Prune one block in place and return the sorted indices of the KEPT filters.
+
+    The filters removed are those with the smallest L1 norms (the paper), or with the lowest
+    ``scores`` when given (one per filter of ``conv1``: :func:`icepick.criteria.filter_scores`).
 
     ResNet block: ``conv1`` filters, ``bn1`` channels, ``conv2`` input channels.
     MobileNetV2 block: expansion ``conv1`` filters, ``bn1``, depthwise ``conv2`` (and its
@@ -138,7 +140,11 @@ def prune_block(
     name, blk = _resolve_block(model, block)
     conv: nn.Conv2d = blk.conv1
     width = conv.out_channels
-    removed = filters_to_remove(filter_l1_norms(conv), ratio)
+    if scores is None:
+        scores = l1_scores(conv)
+    elif scores.shape != (width,):
+        raise ValueError(f"scores: {tuple(scores.shape)} does not match {name}.conv1's {width} filters")
+    removed = filters_to_remove(scores, ratio)
     keep_mask = torch.ones(width, dtype=torch.bool)
     keep_mask[removed] = False
     kept = torch.nonzero(keep_mask).flatten().long()

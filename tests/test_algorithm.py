@@ -248,11 +248,23 @@ def test_early_halt_stops_fine_tuning_once_the_drop_is_below_theta(pretrained, t
         ({"method": "baseline", "lr_policy": "fixed", "finetune": FinetuneConfig(lr_shape="one_cycle")},
          "lr_shape: 'one_cycle' is not allowed for method 'baseline', which fine-tunes at a constant rate"),
         ({"freeze_layers": "stem"}, "freeze_layers: 'stem' is not allowed; choose one of 'blocks', 'all'"),
+        ({"criterion": "l3"}, "criterion: 'l3' is not allowed; choose one of 'l1', 'l2', 'random'"),
+        ({"criterion_batches": 0}, "criterion_batches: 0 is out of range"),
     ],
 )
 def test_bad_run_settings_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(**overrides)
+
+
+@pytest.mark.parametrize("criterion", ["random", "taylor", "mean_activation"])
+def test_a_run_under_another_criterion_prunes_other_filters_and_records_it(pretrained, tmp_path, criterion):
+    summary, steps = _run(pretrained, tmp_path, criterion=criterion, criterion_batches=2, theta=100.0)
+    assert summary["config"]["criterion"] == criterion and len(steps) == STEPS
+    assert not steps["finetuned"].any()  # theta 100: pruning alone, so the accuracies compare the selections
+    _, l1_steps = _run(pretrained, tmp_path, name="l1", theta=100.0)
+    assert steps["params"].tolist() == l1_steps["params"].tolist()  # the same number of filters ...
+    assert steps["acc_pruned"].tolist() != l1_steps["acc_pruned"].tolist()  # ... but other ones
 
 
 def test_unknown_setting_names_are_rejected():

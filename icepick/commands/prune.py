@@ -13,6 +13,7 @@ from icepick.data import check_classes, load_experiment_data
 from icepick.analysis import WeightShiftConfig, shift_trace, trace_record, weight_shift_table
 from icepick.commands.common import add_device_args, seed_int, setup_device
 from icepick.config import ConfigError
+from icepick.criteria import CRITERIA
 from icepick.finetune import FinetuneConfig
 from icepick.model_files import load_model
 from icepick.pruning import conv_layers
@@ -126,6 +127,11 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
                    help="layers ranked for freezing (N of ceil(eta*N)): blocks (the convolutions of the prunable "
                         "blocks, the authors' trace) or all (every convolution)")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="prune only the first N blocks (0 = all)")
+    p.add_argument("--criterion", default=d.criterion,
+                   help=f"how a block's filters are ranked, lowest removed: {', '.join(CRITERIA)} (the paper: l1; "
+                        "docs/method.md, 'Pruning criteria')")
+    p.add_argument("--criterion-batches", type=int, default=d.criterion_batches,
+                   help="training batches that taylor and mean_activation read at each step")
     p.add_argument("--no-eval-cache", action="store_true",
                    help="evaluate the whole model every time, instead of starting a pass after a prune at the pruned "
                         "block from the activations the last pass kept (same counts; docs/performance.md)")
@@ -144,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, base=args.base, delta=args.delta, p=args.p, beta=args.beta,
         decision_split=args.decision_split, val_size=args.val_size, freeze_bn_stats=args.freeze_bn_stats,
         freeze_layers=args.freeze_layers, max_steps=args.max_steps, eval_cache=not args.no_eval_cache,
+        criterion=args.criterion, criterion_batches=args.criterion_batches,
         finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
     )
     trace = read_trace(args.trace)

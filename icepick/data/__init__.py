@@ -44,10 +44,11 @@ from icepick.data.layout import (
     IncompleteDataError,
 )
 from icepick.data.manifest import FORMAT, DatasetInfo, dataset_info
-from icepick.data.experiment import ExperimentData, check_classes, load_experiment_data
+from icepick.data.experiment import ExperimentData, check_classes, in_memory_data, load_experiment_data
 from icepick.data.reader import load_cifar10
 from icepick.data.split import (
     Split,
+    as_split,
     eval_batches,
     load_split,
     normalize,
@@ -94,5 +95,7 @@ __all__ = [
     "normalize",
     "ExperimentData",
     "load_experiment_data",
+    "in_memory_data",
+    "as_split",
     "check_classes",
 ]

@@ -17,10 +17,12 @@ import torch
 
 from icepick.config import ConfigError, check_choice, check_int
 from icepick.data.layout import CIFAR10_MEAN, CIFAR10_STD
-from icepick.data.manifest import CROP_PADDING, dataset_info
+from icepick.data.manifest import CROP_PADDING, channel_stats, dataset_info
 from icepick.data.reader import load_cifar10
 
 __all__ = [
+    "as_split",
+    "as_uint8_images",
     "Split",
     "load_split",
     "subset",
@@ -74,6 +76,50 @@ class Split:
         if self.images.device == device:
             return self
         return Split(self.images.to(device), self.labels.to(device), self.mean, self.std, self.flip)
+
+
+def as_uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, 32, 32]`` images as uint8: uint8 as they are, floats read as 0..1 values."""
+    if images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
+        raise ValueError(
+            f"images: {tuple(images.shape)} is not [N, 3, 32, 32]; resize or crop to 32x32 first "
+            "(icepick data import --source imagefolder does this for a folder of images)"
+        )
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise ValueError(f"images: dtype {images.dtype} is neither uint8 (0..255) nor a float type (0..1)")
+    return (images.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def as_split(
+    data: "Split | tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset",
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    flip: bool = True,
+) -> Split:
+    """A :class:`Split` from tensors ``(images, labels)`` or a torch ``Dataset`` of ``(image, label)``.
+
+    Images are ``[3, 32, 32]`` each, uint8 (0..255) or float (0..1). ``mean``/``std`` default
+    to the images' own per-channel statistics (:func:`icepick.data.manifest.channel_stats`);
+    a Split is returned as it is.
+    """
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+    else:
+        items = [data[i] for i in range(len(data))]
+        if not items:
+            raise ValueError("data: the Dataset is empty")
+        images = torch.stack([torch.as_tensor(x) for x, _ in items])
+        labels = torch.as_tensor([int(y) for _, y in items])
+    images = as_uint8_images(torch.as_tensor(images)).cpu().contiguous()
+    labels = torch.as_tensor(labels).long().cpu()
+    if mean is None or std is None:
+        stats = channel_stats(images.reshape(len(images), -1).numpy())
+        mean, std = (stats[0] if mean is None else mean), (stats[1] if std is None else std)
+    return Split(images, labels, mean, std, flip)
 
 
 def load_split(root: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> Split:

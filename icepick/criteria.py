@@ -1,0 +1,173 @@
+"""Pruning criteria: how the filters of a block's pruned convolution are ranked.
+
+Every criterion gives one score per filter of the block's pruned convolution (``conv1``: a
+ResNet block's first 3x3 convolution, a MobileNetV2 block's expansion); the ceil(r*C)
+filters with the LOWEST scores are removed (:func:`icepick.pruning.filters_to_remove`).
+The paper ranks by L1 norm (``l1``, the default); the others are for comparison
+(docs/method.md, "Pruning criteria"):
+
+- ``l1``: sum of |w| over the filter (Li et al. 2016; the paper).
+- ``l2``: the filter's Euclidean norm.
+- ``random``: uniform scores drawn from a generator seeded with the run's seed and step.
+- ``bn_scale``: |gamma| of the BatchNorm after the convolution (network slimming).
+- ``fpgm``: the filter's summed Euclidean distance to the block's other filters; the filters
+  nearest the geometric median are the most replaceable (He et al. 2019).
+- ``taylor``: first-order Taylor estimate of the loss change, sum of |w * dL/dw| over the
+  filter, with the cross-entropy loss summed over a few training batches (Molchanov et al.).
+- ``mean_activation``: the mean of the channel's activation (after its ReLU) over a few
+  training batches (ICE-Pruning's activation criterion).
+
+The last two need data (:data:`DATA_CRITERIA`): batches of the training split, without
+augmentation, in a seeded order. They only read the model: its weights, BN statistics,
+train/eval modes and ``requires_grad`` flags are as before, so a run's evaluation caches stay
+valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from icepick.config import check_choice
+
+__all__ = [
+    "CRITERIA",
+    "DATA_CRITERIA",
+    "l1_scores",
+    "l2_scores",
+    "random_scores",
+    "bn_scale_scores",
+    "fpgm_scores",
+    "taylor_scores",
+    "mean_activation_scores",
+    "filter_scores",
+]
+
+CRITERIA = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation")
+DATA_CRITERIA = frozenset({"taylor", "mean_activation"})
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def l1_scores(conv: nn.Conv2d) -> torch.Tensor:
+    """Sum of |w| over each output filter (input channels and kernel positions)."""
+    return conv.weight.detach().abs().sum(dim=(1, 2, 3))
+
+
+def l2_scores(conv: nn.Conv2d) -> torch.Tensor:
+    """Euclidean norm of each output filter."""
+    return conv.weight.detach().flatten(1).norm(dim=1)
+
+
+def random_scores(n_filters: int, seed: int) -> torch.Tensor:
+    """``n_filters`` uniform scores from a CPU generator seeded with ``seed`` (device-independent)."""
+    return torch.rand(n_filters, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+
+
+def bn_scale_scores(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """|gamma| of each channel of the BatchNorm that follows the pruned convolution."""
+    return bn.weight.detach().abs()
+
+
+def fpgm_scores(conv: nn.Conv2d) -> torch.Tensor:
+    """Each filter's summed Euclidean distance to the other filters of the layer (float64).
+
+    A filter near the layer's geometric median has a small sum: the others can stand in for it.
+    """
+    w = conv.weight.detach().flatten(1).double()
+    return torch.cdist(w, w).sum(dim=1)
+
+
+def _eval_with_flags(model: nn.Module) -> tuple[dict[str, bool], dict[str, bool]]:
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.eval()
+    return modes, flags
+
+
+def _restore(model: nn.Module, modes: dict[str, bool], flags: dict[str, bool]) -> None:
+    for n, m in model.named_modules():
+        m.training = modes[n]
+    for n, p in model.named_parameters():
+        p.requires_grad_(flags[n])
+
+
+def taylor_scores(model: nn.Module, conv: nn.Conv2d, batches: Batches) -> torch.Tensor:
+    """Sum over the filter of |w * g|, g the gradient of the summed cross-entropy over ``batches``.
+
+    The model is evaluated in eval mode (its BN statistics do not move); only ``conv``'s weight
+    needs a gradient, which is taken with :func:`torch.autograd.grad` (no ``.grad`` is left).
+    """
+    modes, flags = _eval_with_flags(model)
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        conv.weight.requires_grad_(True)
+        grad = torch.zeros_like(conv.weight, dtype=torch.float64)
+        with torch.enable_grad():
+            for images, labels in batches:
+                loss = F.cross_entropy(model(images), labels, reduction="sum")
+                (g,) = torch.autograd.grad(loss, conv.weight)
+                grad += g.double()
+    finally:
+        _restore(model, modes, flags)
+    return (conv.weight.detach().double() * grad).abs().sum(dim=(1, 2, 3))
+
+
+def mean_activation_scores(model: nn.Module, bn: nn.BatchNorm2d, batches: Batches) -> torch.Tensor:
+    """Mean over images and positions of each channel's ReLU(bn(conv(x))) over ``batches``.
+
+    Both block types apply a plain ReLU after ``bn1``, so the activation is the BN output
+    clipped at zero, read with a forward hook in eval mode.
+    """
+    total = torch.zeros(bn.num_features, dtype=torch.float64)
+    count = 0
+
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total, count
+        act = output.detach().clamp(min=0).double()
+        total = total + act.sum(dim=(0, 2, 3)).cpu()
+        count += act.shape[0] * act.shape[2] * act.shape[3]
+
+    modes, flags = _eval_with_flags(model)
+    handle = bn.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for images, _labels in batches:
+                model(images)
+    finally:
+        handle.remove()
+        _restore(model, modes, flags)
+    if count == 0:
+        raise ValueError("mean_activation: no batches to measure activations on")
+    return total / count
+
+
+def filter_scores(
+    model: nn.Module, block: nn.Module, criterion: str, seed: int = 0, batches: Batches | None = None
+) -> torch.Tensor:
+    """The score of each filter of ``block.conv1`` under ``criterion`` (lowest are removed first).
+
+    ``seed`` seeds ``random``; ``batches`` (training batches) feed ``taylor`` and
+    ``mean_activation`` and are ignored by the others.
+    """
+    check_choice("criterion", criterion, CRITERIA)
+    conv, bn = block.conv1, block.bn1
+    if criterion in DATA_CRITERIA and batches is None:
+        raise ValueError(f"criterion: {criterion!r} ranks filters on training batches; none were given")
+    if criterion == "l1":
+        return l1_scores(conv)
+    if criterion == "l2":
+        return l2_scores(conv)
+    if criterion == "random":
+        return random_scores(conv.out_channels, seed)
+    if criterion == "bn_scale":
+        return bn_scale_scores(bn)
+    if criterion == "fpgm":
+        return fpgm_scores(conv)
+    if criterion == "taylor":
+        return taylor_scores(model, conv, batches)
+    return mean_activation_scores(model, bn, batches)

@@ -1,0 +1,153 @@
+"""Pruning criteria: each ranks a block's filters as it promises, on layers whose answer is known."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from icepick.config import ConfigError
+from icepick.criteria import CRITERIA, DATA_CRITERIA, filter_scores, fpgm_scores
+from icepick.data import train_batches
+from icepick.models import build_model
+from icepick.pruning import filters_to_remove, prunable_blocks, prune_block
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _block(name: str = "resnet20", index: int = 0):
+    torch.manual_seed(0)
+    model = build_model(name)
+    return model, prunable_blocks(model)[index][1]
+
+
+def _batches(split, n: int = 2, size: int = 16):
+    return list(train_batches(split, size, seed=0, augment=False))[:n]
+
+
+def _removed(scores: torch.Tensor, ratio: float) -> list[int]:
+    return filters_to_remove(scores, ratio).tolist()
+
+
+@pytest.mark.parametrize("name,block,ratio", [("resnet20", 0, 0.4), ("resnet20", 7, 0.6),
+                                              ("mobilenetv2_w025", 5, 0.4)])
+def test_the_l1_criterion_selects_exactly_what_the_paper_pruning_selects(name, block, ratio):
+    model, blk = _block(name, block)
+    other = copy.deepcopy(model)
+    scores = filter_scores(model, blk, "l1")
+    assert torch.equal(scores, blk.conv1.weight.detach().abs().sum(dim=(1, 2, 3)))
+    assert torch.equal(prune_block(model, block, ratio, scores=scores), prune_block(other, block, ratio))
+
+
+def test_l2_ranks_a_spread_filter_below_a_peaked_one_where_l1_does_the_opposite():
+    model, blk = _block()
+    with torch.no_grad():
+        blk.conv1.weight.fill_(1.0)  # every other filter: L1 = 144, L2 = 12
+        blk.conv1.weight[3].zero_()
+        blk.conv1.weight[3, 0, 0, 0] = 3.0  # peaked: L1 = 3, L2 = 3
+        blk.conv1.weight[5].zero_()
+        blk.conv1.weight[5, 0] = 0.5  # spread over 9 entries: L1 = 4.5, L2 = 1.5
+    assert _removed(filter_scores(model, blk, "l1"), 0.1) == [3, 5]  # ceil(1.6) = 2
+    assert _removed(filter_scores(model, blk, "l1"), 0.05) == [3]
+    assert _removed(filter_scores(model, blk, "l2"), 0.05) == [5]
+
+
+def test_random_depends_on_the_seed_only():
+    model, blk = _block()
+    a = filter_scores(model, blk, "random", seed=7)
+    with torch.no_grad():
+        blk.conv1.weight.mul_(-3.0)
+    assert torch.equal(filter_scores(model, blk, "random", seed=7), a)
+    assert not torch.equal(filter_scores(model, blk, "random", seed=8), a)
+    assert a.shape == (blk.conv1.out_channels,) and bool(((a >= 0) & (a < 1)).all())
+
+
+def test_bn_scale_removes_the_channels_with_the_smallest_absolute_gamma():
+    model, blk = _block()
+    gamma = torch.linspace(1.0, 2.0, blk.bn1.num_features)
+    gamma[[2, 9]] = torch.tensor([-0.01, 0.02])  # the sign does not matter
+    gamma[4] = -5.0
+    with torch.no_grad():
+        blk.bn1.weight.copy_(gamma)
+    assert _removed(filter_scores(model, blk, "bn_scale"), 0.1) == [2, 9]
+
+
+def test_fpgm_removes_the_filter_at_the_geometric_median_not_the_smallest():
+    conv = torch.nn.Conv2d(1, 5, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0]).view(5, 1, 1, 1))
+    scores = fpgm_scores(conv)  # summed distances: 16, 13, 12, 13, 34
+    assert scores.tolist() == [16.0, 13.0, 12.0, 13.0, 34.0]
+    assert _removed(scores, 0.2) == [2]
+
+
+def test_taylor_is_the_summed_weight_times_gradient_and_zero_for_a_filter_nothing_reads(synth_splits):
+    model, blk = _block()
+    unused = 6
+    with torch.no_grad():
+        blk.conv1.weight[unused].mul_(10.0)  # the largest L1 norm
+        blk.conv2.weight[:, unused].zero_()  # ... but conv2 reads nothing from it
+    batches = _batches(synth_splits[0])
+    scores = filter_scores(model, blk, "taylor", batches=batches)
+
+    reference = copy.deepcopy(model).eval()
+    conv = prunable_blocks(reference)[0][1].conv1
+    loss = sum(F.cross_entropy(reference(x), y, reduction="sum") for x, y in batches)
+    loss.backward()
+    expected = (conv.weight.detach().double() * conv.weight.grad.double()).abs().sum(dim=(1, 2, 3))
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-9)
+    assert scores[unused] == 0.0 and _removed(scores, 0.05) == [unused]
+    assert _removed(filter_scores(model, blk, "l1"), 0.05) != [unused]
+
+
+def test_mean_activation_is_the_mean_relu_output_of_each_channel(synth_splits):
+    model, blk = _block("mobilenetv2_w025", 3)
+    with torch.no_grad():  # gamma 0: the channel's output is its beta everywhere
+        blk.bn1.weight[[1, 4]] = 0.0
+        blk.bn1.bias[1] = -2.0  # never active
+        blk.bn1.bias[4] = 5.0  # always 5
+    scores = filter_scores(model, blk, "mean_activation", batches=_batches(synth_splits[0]))
+    assert scores[1] == 0.0 and scores[4] == pytest.approx(5.0)
+    assert _removed(scores, 0.01) == [1]
+    assert bool((scores >= 0).all())
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_scoring_leaves_the_model_as_it_was(criterion, synth_splits):
+    model, blk = _block()
+    model.train()
+    model.layer1[1].conv1.weight.requires_grad_(False)  # a frozen layer stays frozen
+    before = copy.deepcopy(model.state_dict())
+    filter_scores(model, blk, criterion, seed=1, batches=_batches(synth_splits[0]))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+    assert all(m.training for m in model.modules())
+    assert not model.layer1[1].conv1.weight.requires_grad and blk.conv1.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("criterion", sorted(DATA_CRITERIA))
+def test_a_data_criterion_without_batches_is_an_error(criterion):
+    model, blk = _block()
+    with pytest.raises(ValueError, match=f"criterion: '{criterion}' ranks filters on training batches"):
+        filter_scores(model, blk, criterion)
+
+
+def test_an_unknown_criterion_is_named():
+    model, blk = _block()
+    with pytest.raises(ConfigError, match="criterion: 'l3' is not allowed; choose one of 'l1', 'l2'"):
+        filter_scores(model, blk, "l3")
+
+
+def test_scores_of_the_wrong_length_are_refused():
+    model, _ = _block()
+    with pytest.raises(ValueError, match=r"scores: \(3,\) does not match layer1.0.conv1's 16 filters"):
+        prune_block(model, 0, 0.4, scores=torch.ones(3))
