@@ -46,7 +46,7 @@ from icepick.freezing import (
     training_macs_per_sample,
 )
 from icepick.model_files import load_model, save_model
-from icepick.pruning import count_macs, count_params, layer_macs, prunable_blocks, prune_block
+from icepick.pruning import count_macs, count_params, layer_macs, prunable_blocks, prune_block, pruned_layers
 from icepick.records import provenance, read_json, write_csv, write_json
 from icepick.runtime import synchronize
 from icepick import schedule
@@ -89,6 +89,7 @@ class RunConfig:
     eval_batch_size: int = 0  # test batch; 0 = the device's best (1000 on a GPU, 128 on a CPU)
     eval_cache: bool = True  # incremental evaluation (icepick.evaluate.Evaluator); False: every pass in full
     criterion: str = "l1"  # how a block's filters are ranked (icepick.criteria); the paper: 'l1'
+    coupled: bool = False  # another CNN: also prune the groups that feed a residual addition (icepick.pruning)
     criterion_batches: int = 4  # training batches the data criteria ('taylor', 'mean_activation') read per step
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
@@ -108,8 +109,9 @@ class RunConfig:
         check_int("eval_batch_size", self.eval_batch_size, 0)
         check_choice("criterion", self.criterion, CRITERIA)
         check_int("criterion_batches", self.criterion_batches, 1)
-        if not isinstance(self.eval_cache, bool):
-            raise ConfigError(f"eval_cache: {self.eval_cache!r} must be true or false")
+        for key in ("eval_cache", "coupled"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key}: {getattr(self, key)!r} must be true or false")
         if self.method == "baseline":
             if self.eta != 0:
                 raise ConfigError(f"eta: {self.eta} is not allowed for method 'baseline', which freezes nothing; use 0")
@@ -226,7 +228,10 @@ def run_experiment(
     else:
         ft_cfg = cfg.finetune
     _check_halt_interval(ft_cfg, len(data.train))
-    blocks = [name for name, _ in prunable_blocks(model)]
+    blocks = [name for name, _ in prunable_blocks(model, cfg.coupled)]
+    if not blocks:
+        raise ConfigError(f"model: {model.arch_name} has no prunable group (every one feeds a residual addition or the "
+                          f"classifier); try --coupled, or see python -m icepick blocks --model {model.arch_name}")
     n_steps = min(len(blocks), cfg.max_steps) if cfg.max_steps else len(blocks)
     params_orig = count_params(model)
     # every fine-tuning batch also runs the teacher's forward pass (the KD term)
@@ -399,7 +404,8 @@ def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block
     if cfg.criterion in DATA_CRITERIA:
         epoch = train_batches(data.train, cfg.finetune.batch_size, seed, augment=False)
         batches = itertools.islice(epoch, cfg.criterion_batches)
-    return filter_scores(model, model.get_submodule(block), cfg.criterion, seed, batches)
+    conv, bn = pruned_layers(model, model.get_submodule(block))
+    return filter_scores(model, conv, bn, cfg.criterion, seed, batches)
 
 
 class _Evaluators:

@@ -26,6 +26,7 @@ COMMANDS = {
     "trace": "icepick.commands.prune",
     "run": "icepick.commands.prune",
     "weight-shift": "icepick.commands.prune",
+    "blocks": "icepick.commands.prune",
     "aggregate": "icepick.commands.report",
     "table": "icepick.commands.report",
     "figure": "icepick.commands.report",

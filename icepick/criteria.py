@@ -1,7 +1,8 @@
 """Pruning criteria: how the filters of a block's pruned convolution are ranked.
 
-Every criterion gives one score per filter of the block's pruned convolution (``conv1``: a
-ResNet block's first 3x3 convolution, a MobileNetV2 block's expansion); the ceil(r*C)
+Every criterion gives one score per filter of a step's ranked convolution (``conv1``: a
+ResNet block's first 3x3 convolution, a MobileNetV2 block's expansion; another CNN's group:
+its first convolution, :func:`icepick.pruning.pruned_layers`); the ceil(r*C)
 filters with the LOWEST scores are removed (:func:`icepick.pruning.filters_to_remove`).
 The paper ranks by L1 norm (``l1``, the default); the others are for comparison
 (docs/method.md, "Pruning criteria"):
@@ -117,23 +118,25 @@ def taylor_scores(model: nn.Module, conv: nn.Conv2d, batches: Batches) -> torch.
     return (conv.weight.detach().double() * grad).abs().sum(dim=(1, 2, 3))
 
 
-def mean_activation_scores(model: nn.Module, bn: nn.BatchNorm2d, batches: Batches) -> torch.Tensor:
-    """Mean over images and positions of each channel's ReLU(bn(conv(x))) over ``batches``.
+def mean_activation_scores(model: nn.Module, layer: nn.Module, batches: Batches) -> torch.Tensor:
+    """Mean over images and positions of each channel's activation, ReLU(layer output), over ``batches``.
 
-    Both block types apply a plain ReLU after ``bn1``, so the activation is the BN output
-    clipped at zero, read with a forward hook in eval mode.
+    ``layer`` is the BatchNorm after the ranked convolution (the convolution itself when it
+    has none). Both block types of the paper apply a plain ReLU after ``bn1``, so the
+    activation is the output clipped at zero, read with a forward hook in eval mode.
     """
-    total = torch.zeros(bn.num_features, dtype=torch.float64)
+    total: torch.Tensor | None = None
     count = 0
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total, count
         act = output.detach().clamp(min=0).double()
-        total = total + act.sum(dim=(0, 2, 3)).cpu()
+        summed = act.sum(dim=(0, 2, 3)).cpu()
+        total = summed if total is None else total + summed
         count += act.shape[0] * act.shape[2] * act.shape[3]
 
     modes, flags = _eval_with_flags(model)
-    handle = bn.register_forward_hook(hook)
+    handle = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
             for images, _labels in batches:
@@ -141,21 +144,26 @@ def mean_activation_scores(model: nn.Module, bn: nn.BatchNorm2d, batches: Batche
     finally:
         handle.remove()
         _restore(model, modes, flags)
-    if count == 0:
+    if count == 0 or total is None:
         raise ValueError("mean_activation: no batches to measure activations on")
     return total / count
 
 
 def filter_scores(
-    model: nn.Module, block: nn.Module, criterion: str, seed: int = 0, batches: Batches | None = None
+    model: nn.Module,
+    conv: nn.Conv2d,
+    bn: nn.BatchNorm2d | None,
+    criterion: str,
+    seed: int = 0,
+    batches: Batches | None = None,
 ) -> torch.Tensor:
-    """The score of each filter of ``block.conv1`` under ``criterion`` (lowest are removed first).
+    """The score of each filter of ``conv`` (in ``model``, followed by ``bn`` or None) under
+    ``criterion``; the lowest are removed first.
 
     ``seed`` seeds ``random``; ``batches`` (training batches) feed ``taylor`` and
     ``mean_activation`` and are ignored by the others.
     """
     check_choice("criterion", criterion, CRITERIA)
-    conv, bn = block.conv1, block.bn1
     if criterion in DATA_CRITERIA and batches is None:
         raise ValueError(f"criterion: {criterion!r} ranks filters on training batches; none were given")
     if criterion == "l1":
@@ -165,9 +173,12 @@ def filter_scores(
     if criterion == "random":
         return random_scores(conv.out_channels, seed)
     if criterion == "bn_scale":
+        if bn is None:
+            raise ValueError("criterion: 'bn_scale' needs a BatchNorm right after the ranked convolution; "
+                             "this one has none, choose another criterion")
         return bn_scale_scores(bn)
     if criterion == "fpgm":
         return fpgm_scores(conv)
     if criterion == "taylor":
         return taylor_scores(model, conv, batches)
-    return mean_activation_scores(model, bn, batches)
+    return mean_activation_scores(model, conv if bn is None else bn, batches)

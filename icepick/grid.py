@@ -33,6 +33,9 @@ __all__ = [
     "GROUPS",
     "PAPER_MODELS",
     "MODEL_NAMES",
+    "SPEC_PREFIXES",
+    "is_model_spec",
+    "is_model_name",
     "RunSpec",
     "num",
     "experiment_name",
@@ -63,6 +66,24 @@ MODEL_NAMES = (
     "mobilenetv2", "mobilenetv2_w025", "mobilenetv2_w050", "resnet110", "resnet110_w050", "resnet14",
     "resnet152", "resnet152_w050", "resnet20", "resnet32", "resnet56", "resnet56_w050",
 )
+
+#: Prefixes of the model specs: models from outside the registry (``icepick.models``).
+SPEC_PREFIXES = ("torchvision:", "python:")
+
+
+def is_model_spec(name: str) -> bool:
+    """Whether ``name`` is a model spec (``torchvision:<builder>``, ``python:<module>:<factory>``)."""
+    return isinstance(name, str) and name.startswith(SPEC_PREFIXES)
+
+
+def is_model_name(name: str) -> bool:
+    """A registry name or a well-formed model spec (whether the spec builds is known only by building it)."""
+    if not is_model_spec(name):
+        return name in MODEL_NAMES
+    kind, _, rest = name.partition(":")
+    parts = rest.split(":")
+    return all(parts) and len(parts) == (1 if kind == "torchvision" else 2)
+
 
 RUN_DIR = "results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"
 RUN_NAME = "{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"  # logs/, benchmarks/

@@ -1,9 +1,17 @@
-"""The paper's models: CIFAR ResNets (option-A shortcuts) and the CIFAR MobileNetV2.
+"""The paper's models: CIFAR ResNets (option-A shortcuts) and the CIFAR MobileNetV2; and any CNN.
 
-Every model is built by :func:`build_model` from a registry name. A pruned model is
-described by its *widths*: a map from a prunable block's name (as in ``named_modules()``)
-to that block's hidden width (ResNet: ``conv1`` filters; MobileNetV2: expansion channels),
-so ``build_model(name, num_classes, widths)`` rebuilds a pruned architecture exactly.
+Every model is built by :func:`build_model` from a registry name, or from a model spec:
+
+- ``torchvision:<name>``: a torchvision classification builder (``torchvision.models.get_model``,
+  no pretrained weights, the data's number of classes);
+- ``python:<module>:<factory>``: a user's own ``nn.Module`` factory, called as
+  ``factory(num_classes=...)`` (the module importable from the working directory).
+
+A pruned model is described by its *widths*: a map from a prunable block's name (as in
+``named_modules()``) to that block's hidden width (ResNet: ``conv1`` filters; MobileNetV2:
+expansion channels; a spec model: a pruning group's convolution and its filters,
+:mod:`icepick.pruning`), so ``build_model(name, num_classes, widths)`` rebuilds a pruned
+architecture exactly.
 
 Facts followed (not code): He et al. 2016 CIFAR ResNet, depth 6n+2, widths 16/32/64,
 parameter-free shortcut (spatial subsampling + zero channel padding); the common CIFAR
@@ -20,6 +28,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from icepick.config import ConfigError
+from icepick.grid import SPEC_PREFIXES, is_model_name, is_model_spec
+
 __all__ = [
     "PadShortcut",
     "BasicBlock",
@@ -30,6 +41,8 @@ __all__ = [
     "MODELS",
     "build_model",
     "model_names",
+    "is_model_spec",
+    "check_model_name",
     "has_forward_span",
 ]
 
@@ -356,16 +369,78 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
+def check_model_name(name: str) -> None:
+    """Raise ConfigError (one line, with what to do) unless ``name`` is a registry name or a well-formed spec."""
+    if is_model_spec(name):
+        if is_model_name(name):
+            return
+        raise ConfigError(f"model: {name!r} is not a spec; write torchvision:<builder> or python:<module>:<factory>")
+    if name not in MODELS:
+        raise ConfigError(
+            f"model: {name!r} is not allowed; choose one of {', '.join(map(repr, model_names()))}, "
+            "or torchvision:<builder> or python:<module>:<factory>"
+        )
+
+
+def _spec_model(name: str, num_classes: int) -> nn.Module:
+    """Build the model of a spec (see the module's docstring); ValueError naming it when it cannot."""
+    import importlib
+
+    kind, _, rest = name.partition(":")
+    if kind == "torchvision":
+        import torchvision
+
+        builders = torchvision.models.list_models(module=torchvision.models)
+        if rest not in builders:
+            raise ValueError(f"model: {name!r}: torchvision has no classification model {rest!r} "
+                             f"(python -c 'import torchvision; print(torchvision.models.list_models())')")
+        return torchvision.models.get_model(rest, weights=None, num_classes=num_classes)
+    module_name, factory_name = rest.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"model: {name!r}: cannot import {factory_name} from {module_name} ({err}); "
+                         "run from the folder that holds the module or install it") from err
+    model = factory(num_classes=num_classes)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: {name!r}: {factory_name}(num_classes=...) returned {type(model).__name__}, "
+                         "not an nn.Module")
+    return model
+
+
+def _check_classifies(model: nn.Module, name: str, num_classes: int) -> None:
+    """A spec model must map a 3x32x32 image to ``num_classes`` outputs (icepick's images)."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, 32, 32))
+    except Exception as err:  # the user's model: any failure is reported in one line
+        raise ConfigError(f"model: {name!r} cannot classify a 3x32x32 image ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:160]}); icepick's images are 32x32 RGB") from err
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model: {name!r} gives {shape} for one image, not (1, {num_classes}) class scores")
+    model.train()
+
+
 def build_model(name: str, num_classes: int = 10, widths: Mapping[str, int] | None = None) -> nn.Module:
-    """Build a registered model; ``widths`` (block name -> hidden width) rebuilds a pruned one.
+    """Build a registered model or a spec's; ``widths`` (block name -> hidden width) rebuilds a pruned one.
 
     The model carries ``arch_name`` and ``num_classes`` attributes.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+    check_model_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes: {num_classes!r} must be a positive integer")
-    model = MODELS[name](num_classes, _check_widths(widths))
+    if is_model_spec(name):
+        model = _spec_model(name, num_classes)
+        _check_classifies(model, name, num_classes)
+        widths = _check_widths(widths)
+        if widths:
+            from icepick.pruning import shrink_to_widths
+
+            shrink_to_widths(model, widths)
+    else:
+        model = MODELS[name](num_classes, _check_widths(widths))
     model.arch_name = name
     model.num_classes = num_classes
     return model

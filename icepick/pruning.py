@@ -6,6 +6,14 @@ norms (or the lowest scores of another criterion, :mod:`icepick.criteria`) are r
 channels and its shortcut are never touched. Channels are removed physically through
 Torch-Pruning's ``DependencyGraph``, so a pruned model is smaller and faster.
 
+Any other CNN (a model spec, :mod:`icepick.models`) is pruned one *group* per step: its
+pruning steps are found through the DependencyGraph, in forward order, as the groups of
+coupled channels rooted at a convolution whose channels feed neither an element-wise
+addition (a residual) nor the classifier (the paper's convention: a block's inner width is
+pruned, its output and shortcut are not); ``prunable_blocks(model, coupled=True)`` also
+takes the groups that feed an addition. A group is named by its first convolution in forward
+order, whose filters the criterion ranks; its width is that convolution's filter count.
+
 Pruning replaces the pruned tensors by new ``nn.Parameter`` objects: an optimizer built
 before a prune no longer sees them, so build a fresh optimizer afterwards. ``prune_block``
 restores every parameter's ``requires_grad`` flag by name (pruned ones included), but
@@ -15,8 +23,10 @@ than rely on object identity.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
@@ -28,12 +38,17 @@ from icepick.models import BasicBlock, InvertedResidual
 
 __all__ = [
     "prunable_blocks",
+    "ConvGroup",
+    "conv_groups",
+    "pruned_layers",
+    "shrink_to_widths",
     "block_width",
     "model_widths",
     "filters_to_remove",
     "prune_block",
     "conv_layers",
     "block_convs",
+    "step_convs",
     "count_params",
     "count_macs",
     "layer_macs",
@@ -50,23 +65,160 @@ def _arch(model: nn.Module) -> str:
     return str(getattr(model, "arch_name", type(model).__name__))
 
 
-def prunable_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The prunable blocks (ResNet BasicBlocks, MobileNetV2 inverted residuals) in forward order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BLOCK_TYPES)]
+def _is_family(model: nn.Module) -> bool:
+    """Whether ``model`` is built of the paper's blocks (the registry's ResNets and MobileNetV2s)."""
+    return any(isinstance(m, _BLOCK_TYPES) for m in model.modules())
+
+
+def prunable_blocks(model: nn.Module, coupled: bool = False) -> list[tuple[str, nn.Module]]:
+    """The pruning steps in forward order: ``(name, module)``.
+
+    The paper's models: their blocks (ResNet BasicBlocks, MobileNetV2 inverted residuals).
+    Any other CNN: its groups (:func:`conv_groups`) that feed no classifier and, unless
+    ``coupled``, no element-wise addition, each as ``(name, its first convolution)``.
+    """
+    if _is_family(model):
+        return [(name, m) for name, m in model.named_modules() if isinstance(m, _BLOCK_TYPES)]
+    return [(g.name, model.get_submodule(g.name)) for g in conv_groups(model)
+            if not g.classifier and (coupled or not g.coupled)]
+
+
+def pruned_layers(model: nn.Module, block: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d | None]:
+    """The convolution whose filters a step ranks, and the BatchNorm right after it (or None).
+
+    A block of the paper's models: ``conv1``, ``bn1``. A group of another CNN: its first
+    convolution and the BatchNorm registered right after it (:func:`conv_layers`).
+    """
+    if isinstance(block, _BLOCK_TYPES):
+        return block.conv1, block.bn1
+    for _, conv, bn in conv_layers(model):
+        if conv is block:
+            return conv, bn
+    raise ValueError(f"{type(block).__name__} is not a convolution of {_arch(model)}")
 
 
 def block_width(block: nn.Module) -> int:
-    """A block's current hidden width: ``conv1``'s number of filters."""
-    return int(block.conv1.out_channels)
+    """A step's current width: the filters of ``conv1`` (a block) or of the group's convolution."""
+    return int(block.out_channels if isinstance(block, nn.Conv2d) else block.conv1.out_channels)
 
 
 def model_widths(model: nn.Module) -> dict[str, int]:
-    """Block name -> hidden width, in forward order (what ``build_model(widths=...)`` takes)."""
-    return {name: block_width(block) for name, block in prunable_blocks(model)}
+    """Step name -> width, in forward order (what ``build_model(widths=...)`` takes); for a
+    spec model every group that feeds no classifier, coupled or not."""
+    return {name: block_width(block) for name, block in prunable_blocks(model, coupled=True)}
+
+
+# ----------------------------------------------------------------- any CNN: groups
+
+
+@dataclass(frozen=True)
+class ConvGroup:
+    """A group of coupled channels of a CNN, as the DependencyGraph finds it."""
+
+    name: str  # its first convolution in forward order (whose filters are ranked)
+    convs: tuple[str, ...]  # every convolution it touches (filters or inputs), forward order
+    coupled: bool  # its channels feed an element-wise addition or subtraction (a residual)
+    classifier: bool  # its channels reach a Linear layer
+
+
+@contextlib.contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """Eval mode, every parameter requiring grad, gradients on (what tracing needs); restored after."""
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for n, m in model.named_modules():
+            if n in modes:
+                m.training = modes[n]
+        for n, p in model.named_parameters():
+            if n in flags:
+                p.requires_grad_(flags[n])
+
+
+def _dependency_graph(model: nn.Module, example_input: torch.Tensor | None = None):
+    """Torch-Pruning's DependencyGraph of ``model``, traced on one 32x32 image (call inside _traceable)."""
+    import torch_pruning as tp
+
+    param = next(model.parameters())
+    if example_input is None:
+        example_input = torch.randn(1, 3, 32, 32, device=param.device, dtype=param.dtype)
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    except Exception as err:  # a model Torch-Pruning cannot trace: one line naming it
+        raise ValueError(f"model {_arch(model)}: Torch-Pruning cannot trace it on a 3x32x32 image "
+                         f"({type(err).__name__}: {' '.join(str(err).split())[:160]})") from err
+
+
+def _group_record(graph, group, order: dict[nn.Module, int], names: dict[nn.Module, str]) -> ConvGroup | None:
+    from torch_pruning import ops
+
+    ranked, touched, coupled, classifier = [], set(), False, False
+    for dep, _ in group:
+        module = dep.target.module
+        if isinstance(module, ops._ElementWiseOp):
+            coupled |= str(module._grad_fn).lstrip("<").startswith(("Add", "Sub"))
+        elif isinstance(module, nn.Linear):
+            classifier = True
+        elif isinstance(module, nn.Conv2d) and module in names:
+            touched.add(module)
+            depthwise = module.groups == module.out_channels and module.out_channels > 1
+            if graph.is_out_channel_pruning_fn(dep.handler) and not depthwise:
+                ranked.append(module)
+    if not ranked:
+        return None
+    first = min(ranked, key=order.__getitem__)
+    convs = tuple(names[m] for m in sorted(touched, key=order.__getitem__))
+    return ConvGroup(names[first], convs, coupled, classifier)
+
+
+def conv_groups(model: nn.Module) -> list[ConvGroup]:
+    """The pruning groups of a CNN rooted at its convolutions, in forward order of their names.
+
+    Traced once per model object (the names stay valid as the model is pruned, so the result
+    is kept on the model). Raises ValueError naming the model when it cannot be traced.
+    """
+    cached = model.__dict__.get("_icepick_conv_groups")
+    if cached is not None:
+        return list(cached)
+    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    order = {m: i for i, m in enumerate(names)}
+    with _traceable(model):
+        graph = _dependency_graph(model)
+        groups = [_group_record(graph, g, order, names) for g in graph.get_all_groups(root_module_types=[nn.Conv2d])]
+    found = sorted({g.name: g for g in groups if g is not None}.values(),
+                   key=lambda g: order[model.get_submodule(g.name)])
+    model.__dict__["_icepick_conv_groups"] = tuple(found)
+    return found
+
+
+def shrink_to_widths(model: nn.Module, widths: dict[str, int]) -> None:
+    """Cut a spec model's groups down to ``widths`` (keeping the first filters), so that the state
+    dict of a pruned model of the same architecture loads into it."""
+    import torch_pruning as tp
+
+    known = {name for name, _ in prunable_blocks(model, coupled=True)}
+    unknown = sorted(set(widths) - known)
+    if unknown:
+        raise ValueError(f"widths: unknown group name(s) {unknown} for {_arch(model)}")
+    with _traceable(model):
+        graph = _dependency_graph(model)
+        for name, width in widths.items():
+            conv = model.get_submodule(name)
+            if width > conv.out_channels:
+                raise ValueError(f"widths: {name!r} -> {width} exceeds its {conv.out_channels} filters")
+            if width < conv.out_channels:
+                idxs = list(range(width, conv.out_channels))
+                graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=idxs).prune()
 
 
 def _resolve_block(model: nn.Module, block: int | str) -> tuple[str, nn.Module]:
-    blocks = prunable_blocks(model)
+    blocks = prunable_blocks(model, coupled=isinstance(block, str))
     if not blocks:
         raise ValueError(f"{_arch(model)} has no prunable blocks")
     if isinstance(block, bool) or not isinstance(block, (int, str)):
@@ -126,7 +278,9 @@ def prune_block(
 
     ResNet block: ``conv1`` filters, ``bn1`` channels, ``conv2`` input channels.
     MobileNetV2 block: expansion ``conv1`` filters, ``bn1``, depthwise ``conv2`` (and its
-    groups), ``bn2``, and ``conv3`` input channels. Removes ceil(ratio*C) filters.
+    groups), ``bn2``, and ``conv3`` input channels. Another CNN's group: its first
+    convolution's filters and whatever the DependencyGraph couples to them. Removes
+    ceil(ratio*C) filters.
 
     The dependency graph is traced fresh on every call, in eval mode (no BN statistics
     change), with gradients enabled and every parameter temporarily requiring grad;
@@ -138,49 +292,41 @@ def prune_block(
 
     ratio = _check_ratio(ratio)
     name, blk = _resolve_block(model, block)
-    conv: nn.Conv2d = blk.conv1
+    conv, _ = pruned_layers(model, blk)
     width = conv.out_channels
     if scores is None:
         scores = l1_scores(conv)
     elif scores.shape != (width,):
-        raise ValueError(f"scores: {tuple(scores.shape)} does not match {name}.conv1's {width} filters")
+        raise ValueError(f"scores: {tuple(scores.shape)} does not match the {width} filters of {name}")
     removed = filters_to_remove(scores, ratio)
     keep_mask = torch.ones(width, dtype=torch.bool)
     keep_mask[removed] = False
     kept = torch.nonzero(keep_mask).flatten().long()
 
-    param = next(model.parameters())
-    if example_input is None:
-        example_input = torch.randn(1, 3, 32, 32, device=param.device, dtype=param.dtype)
-    expected = _expected_pruned(blk)
-
-    modes = {n: m.training for n, m in model.named_modules()}
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    family = isinstance(blk, _BLOCK_TYPES)
+    with _traceable(model):
+        graph = _dependency_graph(model, example_input)
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=removed.tolist())
-        touched = {dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Module)}
-        touched = {m for m in touched if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))}
-        if touched != expected:
-            mod2name = {m: n for n, m in model.named_modules()}
-            raise RuntimeError(
-                f"pruning {name}.conv1 would touch {sorted(mod2name.get(m, '?') for m in touched)}, "
-                f"expected {sorted(mod2name.get(m, '?') for m in expected)}; refusing to prune"
-            )
+        if family:
+            _check_touched(model, name, group, _expected_pruned(blk))
         group.prune()
-    finally:
-        for n, m in model.named_modules():
-            if n in modes:
-                m.training = modes[n]
-        for n, p in model.named_parameters():
-            if n in flags:
-                p.requires_grad_(flags[n])
-    _check_pruned(name, blk, width - len(removed))
+    if family:
+        _check_pruned(name, blk, width - len(removed))
+    elif conv.out_channels != width - len(removed):
+        raise RuntimeError(f"pruning {name} left {conv.out_channels} filters; expected {width - len(removed)}")
     return kept
+
+
+def _check_touched(model: nn.Module, name: str, group, expected: set[nn.Module]) -> None:
+    """Refuse a block's prune whose dependency group is not exactly the block's conv1 chain."""
+    touched = {dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Module)}
+    touched = {m for m in touched if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))}
+    if touched != expected:
+        mod2name = {m: n for n, m in model.named_modules()}
+        raise RuntimeError(
+            f"pruning {name}.conv1 would touch {sorted(mod2name.get(m, '?') for m in touched)}, "
+            f"expected {sorted(mod2name.get(m, '?') for m in expected)}; refusing to prune"
+        )
 
 
 def _expected_pruned(blk: nn.Module) -> set[nn.Module]:
@@ -219,14 +365,22 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d |
     return out
 
 
+def step_convs(model: nn.Module, coupled: bool = False) -> dict[str, list[str]]:
+    """Step name -> the convolutions its prune touches (filters or inputs), forward order."""
+    if _is_family(model):
+        return {name: [f"{name}.{c}" for c in ("conv1", "conv2", "conv3") if isinstance(getattr(blk, c, None), nn.Conv2d)]
+                for name, blk in prunable_blocks(model)}
+    groups = {g.name: list(g.convs) for g in conv_groups(model)}
+    return {name: groups[name] for name, _ in prunable_blocks(model, coupled)}
+
+
 def block_convs(model: nn.Module) -> list[str]:
     """Names of the convolutions on the main path of every prunable block, in forward order:
     a ResNet block's ``conv1``, ``conv2``; a MobileNetV2 block's ``conv1``, ``conv2``, ``conv3``
-    (never the stem, a shortcut's 1x1 convolution or the final 1x1)."""
-    names = []
-    for name, block in prunable_blocks(model):
-        names += [f"{name}.{child}" for child in ("conv1", "conv2", "conv3") if isinstance(getattr(block, child, None), nn.Conv2d)]
-    return names
+    (never the stem, a shortcut's 1x1 convolution or the final 1x1). Another CNN: every
+    convolution its pruning steps touch."""
+    touched = {c for convs in step_convs(model).values() for c in convs}
+    return [name for name, _, _ in conv_layers(model) if name in touched]
 
 
 def count_params(model: nn.Module) -> int:

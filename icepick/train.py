@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from icepick.config import ConfigError, check_choice, check_int, check_positive, check_range
+from icepick.grid import is_model_spec
 from icepick.data import Split, dataset_info, load_split, subset, train_batches
 from icepick.evaluate import accuracy
 from icepick.records import atomic_path, provenance, write_csv, write_json
@@ -102,9 +103,9 @@ class PretrainConfig:
     warmup_error: float = 80.0  # percent: the warm-up ends once the training error is below it
 
     def __post_init__(self) -> None:
-        from icepick.models import model_names
+        from icepick.models import check_model_name
 
-        check_choice("model", self.model, model_names())
+        check_model_name(self.model)
         check_int("epochs", self.epochs, 1)
         check_positive("lr", self.lr)
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
@@ -137,9 +138,8 @@ class PretrainConfig:
         """Whether training starts with the warm-up ('auto' resolved by depth)."""
         if self.warmup != "auto":
             return self.warmup == "on"
-        if _family(self.model) != "resnet":
+        if _family(self.model) != "resnet" or is_model_spec(self.model):
             return False
-        from icepick.models import build_model
         from icepick.pruning import prunable_blocks
 
         return 2 * len(prunable_blocks(build_model(self.model))) + 2 >= _WARMUP_AUTO_DEPTH

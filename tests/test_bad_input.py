@@ -38,6 +38,7 @@ BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 MODELS = ("'mobilenetv2', 'mobilenetv2_w025', 'mobilenetv2_w050', 'resnet110', 'resnet110_w050', 'resnet14', "
           "'resnet152', 'resnet152_w050', 'resnet20', 'resnet32', 'resnet56', 'resnet56_w050'")
+SPECS = "torchvision:<builder> or python:<module>:<factory>"
 
 
 def _pattern(expected: str) -> re.Pattern:
@@ -64,6 +65,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["m20"], f["m32"] = root / "resnet20.pt", root / "resnet32.pt"
     save_model(m20, f["m20"], {"source": "pretrain"})
     save_model(m32, f["m32"], {"source": "pretrain"})
+    f["head_only"] = root / "head_only.pt"  # a user's CNN with no group to prune (tests/custom_cnn.py)
+    save_model(build_model("python:custom_cnn:head_only"), f["head_only"])
     f["trace32"] = root / "trace_resnet32.json"
     f["trace32"].write_text(json.dumps({"model": "resnet32", "seed": 0, "seconds": 0.0, "train_macs": 0, "layers": [
         {"layer": name, "index": i, "score": 1.0 + i} for i, (name, _, _) in enumerate(conv_layers(m32))]}))
@@ -160,9 +163,23 @@ def _pretrain_args(f: dict[str, Path], *extra: str, model: str = "resnet20") -> 
 # (case, arguments given the files, the exact error line; {name} is the path of files[name])
 CLI_CASES = [
     ("unknown model", lambda f: _pretrain_args(f, model="resnet999"),
-     f"icepick pretrain: error: model: 'resnet999' is not allowed; choose one of {MODELS}"),
+     f"icepick pretrain: error: model: 'resnet999' is not allowed; choose one of {MODELS}, or {SPECS}"),
     ("unknown model expected of a checkpoint", lambda f: _run_args(f, "--model", "resnet2"),
-     f"icepick run: error: model: 'resnet2' is not allowed; choose one of {MODELS}"),
+     f"icepick run: error: model: 'resnet2' is not allowed; choose one of {MODELS}, or {SPECS}"),
+    ("torchvision model that does not exist", lambda f: ["blocks", "--model", "torchvision:resnet19"],
+     "icepick blocks: error: model: 'torchvision:resnet19': torchvision has no classification model 'resnet19' "
+     "(python -c 'import torchvision; print(torchvision.models.list_models())')"),
+    ("model spec without its factory", lambda f: _pretrain_args(f, model="python:custom_cnn"),
+     f"icepick pretrain: error: model: 'python:custom_cnn' is not a spec; write {SPECS}"),
+    ("user's model module not importable", lambda f: ["blocks", "--model", "python:my_nets:small"],
+     "icepick blocks: error: model: 'python:my_nets:small': cannot import small from my_nets (No module named "
+     "'my_nets'); run from the folder that holds the module or install it"),
+    ("user's model that cannot take a 32x32 RGB image", lambda f: _pretrain_args(f, model="python:custom_cnn:grey_net"),
+     "icepick pretrain: error: model: 'python:custom_cnn:grey_net' cannot classify a 3x32x32 image (RuntimeError: …); "
+     "icepick's images are 32x32 RGB"),
+    ("user's model with nothing to prune", lambda f: _run_args(f, pretrained="head_only"),
+     "icepick run: error: model: python:custom_cnn:head_only has no prunable group (every one feeds a residual "
+     "addition or the classifier); try --coupled, or see python -m icepick blocks --model python:custom_cnn:head_only"),
     ("ratio above 1", lambda f: _run_args(f, "--ratio", "1.5"),
      "icepick run: error: ratio: 1.5 is out of range; it must lie in (0.0, 1.0)"),
     ("ratio 0", lambda f: ["trace", "--pretrained", str(f["m20"]), "--data", str(f["data"]),
@@ -441,7 +458,8 @@ WORKFLOW_CASES = [
     ("nested config key misspelt", "finetune: {max_batch: 2}\n",
      "ValidationError: Additional properties are not allowed ('max_batch' was unexpected)"),
     ("unknown model", "models: [resnet999]\nexperiments: {table1: {ratios: {resnet999: 0.4}}}\n",
-     f"models: unknown model(s) resnet999; known: {MODELS.replace(chr(39), '')}"),
+     f"models: unknown model(s) resnet999; known: {MODELS.replace(chr(39), '')}, torchvision:<builder>, "
+     "python:<module>:<factory>"),
     ("ratio above 1", "experiments: {fig3: {ratios: [0.4, 1.5]}}\n",
      "ValidationError: 1.5 is greater than or equal to the maximum of 1"),
     ("eta 1", "experiments: {table1: {etas: [0.3, 1.0]}}\n",

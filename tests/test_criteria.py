@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from icepick.config import ConfigError
-from icepick.criteria import CRITERIA, DATA_CRITERIA, filter_scores, fpgm_scores
+from icepick.criteria import CRITERIA, DATA_CRITERIA, filter_scores as _filter_scores, fpgm_scores
 from icepick.data import train_batches
 from icepick.models import build_model
 from icepick.pruning import filters_to_remove, prunable_blocks, prune_block
@@ -27,6 +27,10 @@ def _block(name: str = "resnet20", index: int = 0):
     torch.manual_seed(0)
     model = build_model(name)
     return model, prunable_blocks(model)[index][1]
+
+
+def filter_scores(model, block, criterion, **kwargs):
+    return _filter_scores(model, block.conv1, block.bn1, criterion, **kwargs)
 
 
 def _batches(split, n: int = 2, size: int = 16):
@@ -149,5 +153,5 @@ def test_an_unknown_criterion_is_named():
 
 def test_scores_of_the_wrong_length_are_refused():
     model, _ = _block()
-    with pytest.raises(ValueError, match=r"scores: \(3,\) does not match layer1.0.conv1's 16 filters"):
+    with pytest.raises(ValueError, match=r"scores: \(3,\) does not match the 16 filters of layer1.0"):
         prune_block(model, 0, 0.4, scores=torch.ones(3))

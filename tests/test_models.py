@@ -77,9 +77,37 @@ def test_unknown_model_lists_known_names():
     with pytest.raises(ValueError) as err:
         build_model("resnet9000")
     msg = str(err.value)
-    assert "unknown model 'resnet9000'" in msg
+    assert msg.startswith("model: 'resnet9000' is not allowed; choose one of 'mobilenetv2', ")
+    assert msg.endswith(", or torchvision:<builder> or python:<module>:<factory>")
     for name in model_names():
         assert name in msg
+
+
+# ------------------------------------------------------- models beyond the paper's
+
+
+def test_a_torchvision_spec_builds_that_classifier_with_the_datas_classes():
+    model = build_model("torchvision:resnet18", num_classes=7)
+    assert model.arch_name == "torchvision:resnet18" and model.num_classes == 7 and model.fc.out_features == 7
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_a_python_spec_calls_the_users_factory():
+    model = build_model("python:custom_cnn:tiny_net", num_classes=3)
+    assert type(model).__name__ == "TinyNet" and model.fc.out_features == 3
+
+
+@pytest.mark.parametrize("name,message", [
+    ("torchvision:resnet999", r"model: 'torchvision:resnet999': torchvision has no classification model 'resnet999'"),
+    ("python:custom_cnn", r"model: 'python:custom_cnn' is not a spec; write torchvision:<builder> or "
+                          r"python:<module>:<factory>"),
+    ("python:no_such_module:make", r"model: 'python:no_such_module:make': cannot import make from no_such_module"),
+    ("python:custom_cnn:grey_net", r"model: 'python:custom_cnn:grey_net' cannot classify a 3x32x32 image "
+                                   r"\(RuntimeError: .*\); icepick's images are 32x32 RGB"),
+])
+def test_a_spec_that_does_not_build_a_classifier_is_named(name, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(name)
 
 
 @pytest.mark.parametrize("name", sorted(EXACT_PARAMS))

@@ -348,3 +348,63 @@ def test_pruning_counting_and_loading_on_cuda(tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.equal(loaded(X.cuda()), model(X.cuda()))
+
+
+# ------------------------------------------------------- any CNN (model specs)
+
+
+def test_a_cnns_steps_are_the_groups_that_feed_no_addition_and_no_classifier_in_forward_order():
+    from icepick.pruning import block_convs, conv_groups, step_convs
+
+    model = build_model("python:custom_cnn:tiny_net")
+    assert [name for name, _ in prunable_blocks(model)] == ["block_a", "plain1"]
+    assert [name for name, _ in prunable_blocks(model, coupled=True)] == ["stem", "block_a", "plain1"]
+    groups = {g.name: g for g in conv_groups(model)}
+    assert groups["stem"].coupled and not groups["stem"].classifier
+    assert groups["plain2"].classifier
+    assert step_convs(model) == {"block_a": ["block_a", "block_b"], "plain1": ["plain1", "plain2"]}
+    assert block_convs(model) == ["block_a", "block_b", "plain1", "plain2"]
+
+
+def test_pruning_a_cnns_step_removes_the_smallest_l1_filters_and_the_inputs_that_read_them():
+    model = build_model("python:custom_cnn:tiny_net")
+    weight, reader = model.block_a.weight.detach().clone(), model.block_b.weight.detach().clone()
+    removed = _independent_removed(weight, 0.4)  # ceil(0.4 * 12) = 5
+    kept = prune_block(model, "block_a", 0.4)
+    assert kept.tolist() == [i for i in range(12) if i not in removed] and len(kept) == 7
+    assert torch.equal(model.block_a.weight, weight[kept]) and model.block_a_bn.num_features == 7
+    assert torch.equal(model.block_b.weight, reader[:, kept])  # block_b reads only the survivors
+    assert model.block_b.out_channels == 8 and model.stem.out_channels == 8  # the residual path is untouched
+    assert model_widths(model) == {"stem": 8, "block_a": 7, "plain1": 10}
+
+
+def test_a_pruned_cnn_is_rebuilt_from_its_widths():
+    model = build_model("torchvision:resnet18")
+    for name in ("layer1.0.conv1", "layer3.1.conv1"):
+        prune_block(model, name, 0.6)
+    rebuilt = build_model("torchvision:resnet18", widths=model_widths(model))
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x))
+    assert rebuilt.layer1[0].conv1.out_channels == 25 and rebuilt.layer3[1].conv2.in_channels == 102
+
+
+def test_a_cnn_torch_pruning_cannot_trace_is_named_in_one_line():
+    from custom_cnn import grey_net
+
+    model = grey_net()  # build_model refuses it earlier: it cannot classify a 3x32x32 image
+    model.arch_name = "python:custom_cnn:grey_net"
+    with pytest.raises(ValueError, match=r"^model python:custom_cnn:grey_net: Torch-Pruning cannot trace it on a "
+                                         r"3x32x32 image \(RuntimeError: [^\n]*\)$"):
+        prunable_blocks(model)
+
+
+def test_a_cnn_without_a_prunable_group_has_no_steps():
+    assert prunable_blocks(build_model("python:custom_cnn:head_only")) == []
+
+
+@pytest.mark.parametrize("name,steps", [("torchvision:resnet18", 8), ("torchvision:vgg11_bn", 7),
+                                        ("torchvision:mobilenet_v3_small", 21)])
+def test_torchvision_models_have_the_expected_steps(name, steps):
+    model = build_model(name)
+    assert len(prunable_blocks(model)) == steps

@@ -29,6 +29,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_trace(subparsers)
     _register_run(subparsers)
     _register_weight_shift(subparsers)
+    _register_blocks(subparsers)
+
+
+def _register_blocks(subparsers: argparse._SubParsersAction) -> None:
+    from icepick.models import model_names
+
+    p = subparsers.add_parser("blocks", help="list the pruning steps a model would take (its blocks or groups)")
+    p.add_argument("--model", required=True,
+                   help=f"{', '.join(model_names())}, torchvision:<builder> or python:<module>:<factory>")
+    p.add_argument("--num-classes", type=int, default=10, help="outputs of the classifier")
+    p.add_argument("--ratio", type=float, default=RunConfig.ratio, help="r: what pruning every step at r leaves")
+    p.add_argument("--coupled", action="store_true", help="also the groups that feed a residual addition")
+    p.set_defaults(func=_blocks)
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    from icepick.models import build_model
+    from icepick.pruning import block_width, count_params, prunable_blocks, prune_block, step_convs
+
+    model = build_model(args.model, args.num_classes)
+    steps = prunable_blocks(model, args.coupled)
+    touched = step_convs(model, args.coupled)
+    params = count_params(model)
+    print(f"{args.model}: {len(steps)} pruning steps, {params:,} parameters")
+    print(f"{'step':>4}  {'name':<28} {'filters':>7} {'removed at r=' + format(args.ratio, 'g'):>16}  convolutions it touches")
+    for i, (name, block) in enumerate(steps, 1):
+        width = block_width(block)
+        kept = prune_block(model, name, args.ratio)
+        print(f"{i:>4}  {name:<28} {width:>7} {width - len(kept):>16}  {', '.join(touched[name])}")
+    print(f"every step pruned at r = {args.ratio:g}: {count_params(model):,} parameters "
+          f"(alpha = {count_params(model) / params:.3f})")
+    return 0
 
 
 def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -> None:
@@ -37,8 +69,8 @@ def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -
     d = RunConfig()
     p.add_argument("--pretrained", required=True, type=Path, help="pretrained model file (icepick pretrain)")
     p.add_argument("--model", default=None,
-                   help=f"the architecture --pretrained must hold ({', '.join(model_names())}); "
-                        "a file of another one is an error")
+                   help=f"the architecture --pretrained must hold ({', '.join(model_names())}, torchvision:<builder> "
+                        "or python:<module>:<factory>); a file of another one is an error")
     p.add_argument("--data", required=True, type=Path, help="data directory holding cifar-10-batches-py/")
     p.add_argument("--seed", type=seed_int, default=d.seed, help="seed of the fine-tunings' data order")
     p.add_argument("--ratio", type=float, default=ratio, help="r: fraction of each pruned block's filters removed")
@@ -130,6 +162,9 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--criterion", default=d.criterion,
                    help=f"how a block's filters are ranked, lowest removed: {', '.join(CRITERIA)} (the paper: l1; "
                         "docs/method.md, 'Pruning criteria')")
+    p.add_argument("--coupled", action="store_true",
+                   help="a model outside the paper's families: also prune the groups whose channels feed a residual "
+                        "addition (python -m icepick blocks lists them)")
     p.add_argument("--criterion-batches", type=int, default=d.criterion_batches,
                    help="training batches that taylor and mean_activation read at each step")
     p.add_argument("--no-eval-cache", action="store_true",
@@ -150,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, base=args.base, delta=args.delta, p=args.p, beta=args.beta,
         decision_split=args.decision_split, val_size=args.val_size, freeze_bn_stats=args.freeze_bn_stats,
         freeze_layers=args.freeze_layers, max_steps=args.max_steps, eval_cache=not args.no_eval_cache,
-        criterion=args.criterion, criterion_batches=args.criterion_batches,
+        criterion=args.criterion, criterion_batches=args.criterion_batches, coupled=args.coupled,
         finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
     )
     trace = read_trace(args.trace)
@@ -170,10 +205,9 @@ def _run(args: argparse.Namespace) -> int:
 def _check_pretrained(args: argparse.Namespace) -> torch.nn.Module:
     """The --pretrained model (on the CPU), after checking it is the architecture --model names."""
     if args.model is not None:
-        from icepick.config import check_choice
-        from icepick.models import model_names
+        from icepick.models import check_model_name
 
-        check_choice("model", args.model, model_names())
+        check_model_name(args.model)
     model, _ = load_model(args.pretrained, "cpu")
     if args.model is not None and model.arch_name != args.model:
         raise ConfigError(

@@ -4,6 +4,7 @@
 # see its docstring for the layout of results/. logs/ and results/benchmarks/ mirror the
 # output paths; paper_figures/ holds the tables, figures and claims.md.
 
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ PRETRAINED = pretrained_path("{model}")
 
 
 wildcard_constraints:
-    model="|".join(config["models"]),
+    model="|".join(map(re.escape, config["models"])),
     method="icepick|baseline",
     lr_policy="icepick|fixed",
     ratio=r"\d+(\.\d+)?",
@@ -50,9 +51,10 @@ localrules:
 def _check_config():
     """Checks the schema cannot express: known model names, a Table 1 ratio for every model,
     and Eq. 1's delta below its base (each would otherwise fail every job, one by one)."""
-    unknown = [m for m in config["models"] if m not in grid.MODEL_NAMES]
+    unknown = [m for m in config["models"] if not grid.is_model_name(m)]
     if unknown:
-        raise ValueError(f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(grid.MODEL_NAMES)}")
+        raise ValueError(f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(grid.MODEL_NAMES)}, "
+                         "torchvision:<builder>, python:<module>:<factory>")
     for model in config["models"]:
         grid.table1_ratio(config, model)  # a ratio for every model (its own, its paper role's, or default)
     s = config["schedule"]
