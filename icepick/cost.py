@@ -34,6 +34,7 @@ TMAC/s = images/s x the MACs per training image printed here / 1e12).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from typing import Any
 
 from icepick import grid
 from icepick.config import ConfigError
-from icepick.grid import RunSpec
+from icepick.grid import RunSpec, is_model_spec
 
 __all__ = [
     "H100_TRAIN_TMACS",
@@ -102,6 +103,19 @@ def _layer_shapes(model: str) -> tuple[dict[str, int], dict[str, tuple[int, int,
     return macs, shapes, kinds, model_widths(net)
 
 
+def _pruned_step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
+    """Per-layer MACs of a model outside the paper's families, measured on a copy pruned step by step."""
+    from icepick.models import build_model
+    from icepick.pruning import layer_macs, prunable_blocks, prune_block
+
+    net = build_model(model)
+    out = [layer_macs(net)]
+    for block, _ in prunable_blocks(net)[:steps]:
+        prune_block(net, block, ratio)
+        out.append(layer_macs(net))
+    return tuple(out)
+
+
 @lru_cache(maxsize=None)
 def step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
     """Per-layer forward MACs of the unpruned model (index 0) and after each of ``steps`` prunes.
@@ -111,6 +125,8 @@ def step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...
     (MobileNetV2) by w / C, and leaves every other layer alone (tests/test_cost.py checks this
     against ``layer_macs`` of the rebuilt pruned model).
     """
+    if is_model_spec(model):
+        return _pruned_step_macs(model, ratio, steps)
     macs, shapes, kinds, widths = _layer_shapes(model)
     current = dict(macs)
     out = [dict(current)]
@@ -201,12 +217,16 @@ def _setup(config: Mapping[str, Any], layout: str) -> _Setup:
     )
 
 
-@lru_cache(maxsize=None)
 def _n_blocks(model: str) -> int:
+    return len(_step_names(model))
+
+
+@lru_cache(maxsize=None)
+def _step_names(model: str) -> tuple[str, ...]:
     from icepick.models import build_model
     from icepick.pruning import prunable_blocks
 
-    return len(prunable_blocks(build_model(model)))
+    return tuple(name for name, _ in prunable_blocks(build_model(model)))
 
 
 def _unpruned(model: str) -> dict[str, int]:
@@ -232,7 +252,9 @@ def run_work(spec: RunSpec, setup: _Setup) -> tuple[Work, Work]:
     base_eval = (setup.n_test + dec_extra) * teacher  # the unpruned model's accuracy
     prune_eval = ft_train = ft_eval = 0.0
     per_ft_train, per_ft_eval = [], []
-    blocks = list(_layer_shapes(spec.model)[3])[:steps]
+    blocks = list(_step_names(spec.model))[:steps]
+    if is_model_spec(spec.model):  # no partial forward passes: every evaluation is a full pass
+        setup = dataclasses.replace(setup, eval_cache=False)
     for k, (block, macs) in enumerate(zip(blocks, layers[1:])):
         forward = sum(macs.values())
         prune_eval += _post_prune_eval(setup, macs, block, first=k == 0)

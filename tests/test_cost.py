@@ -45,6 +45,20 @@ def test_paper_sweep_costs_are_consistent():
     assert "| **all** |" in text and "resnet152" in text
 
 
+def test_a_model_outside_the_papers_families_is_costed_from_a_really_pruned_copy():
+    config = _config("smoke.yaml")
+    config.update(models=["python:custom_cnn:tiny_net"], paper_role={})
+    config["experiments"]["table1"]["ratios"] = {"default": 0.4}
+    costs = sweep_costs(config)
+    fig3 = {r["part"]: r for r in costs["rows"]}["fig3"]
+    assert fig3["upper"]["finetunes"] == fig3["upper"]["runs"] * 2  # its two steps, each fine-tuned at most once
+    model = build_model("python:custom_cnn:tiny_net")
+    counted = step_macs("python:custom_cnn:tiny_net", 0.4, 2)
+    for step, (block, _) in enumerate(prunable_blocks(model), start=1):
+        prune_block(model, block, 0.4)
+        assert counted[step] == layer_macs(model)
+
+
 def test_cost_command(tmp_path, capsys):
     assert main(["cost", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--json", str(tmp_path / "c.json")]) == 0
     assert "GPU h" in capsys.readouterr().out and (tmp_path / "c.json").exists()
