@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import copy_workflow
 
+from icepick.freezing import choose_frozen, trace_scores
 from icepick.model_files import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,10 +82,14 @@ def test_the_workflow_takes_a_torchvision_model_through_ice_pick_with_freezing(w
     assert steps["params"].is_monotonic_decreasing and summary["final_alpha"] < 1
     pretrained, _ = load_model(workflow_runs / "results" / spec / "pretrained.pt")
     pruned, _ = load_model(run / "pruned.pt")
-    before, after = dict(pretrained.named_parameters()), dict(pruned.named_parameters())
-    same = [n for n, p in after.items() if n.endswith("weight") and p.dim() == 4 and p.shape == before[n].shape
-            and torch.equal(p, before[n])]
-    assert len(same) >= summary["n_frozen"]  # the frozen layers (and only unpruned ones) are as pretrained
+    trace = json.loads((workflow_runs / "results" / spec / "trace" / "r0.4" / "seed0.json").read_text())
+    frozen = choose_frozen(pretrained, trace_scores(trace), 0.3)
+    assert len(frozen) == summary["n_frozen"]
+    before = {n: m.weight for n, m in pretrained.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    after = {n: m.weight for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    unpruned = [n for n in before if after[n].shape == before[n].shape]  # layers no step cut
+    assert all(torch.equal(after[n], before[n]) for n in unpruned if n in frozen)  # a frozen layer never moves
+    assert any(not torch.equal(after[n], before[n]) for n in unpruned if n not in frozen)  # the others trained
 
 
 def test_the_command_line_prunes_the_coupled_groups_too_when_asked(workflow_runs, tmp_path):
