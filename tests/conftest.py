@@ -58,6 +58,16 @@ def _model_and_teacher(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return model, teacher.eval()
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (tiny tensors run faster so on a busy 2-core machine);
+    use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def model_and_teacher():
     """A function ``(name) -> (model, teacher)``: a fresh model and a teacher copy whose BN

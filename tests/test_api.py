@@ -14,12 +14,7 @@ from icepick.models import build_model
 from icepick.pruning import model_widths
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tensors(n: int, seed: int):

@@ -15,12 +15,7 @@ from icepick.models import build_model
 from icepick.pruning import filters_to_remove, prunable_blocks, prune_block
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _block(name: str = "resnet20", index: int = 0):
