@@ -58,6 +58,8 @@ CASES = {
     "smoke-mobilenetv2": Case("smoke-mobilenetv2", "mobilenetv2_w025", 128, 8, 2000),
     "resnet110": Case("resnet110", "resnet110", 128, 8, 1000),
     "mobilenetv2": Case("mobilenetv2", "mobilenetv2", 128, 4, 1000),
+    # the mini configuration's shape: ResNet-56 at half width, fine-tuning batch 32, 360 test images
+    "mini-resnet56w": Case("mini-resnet56w", "resnet56_w050", 32, 45, 360),
 }
 DEFAULT_CASES = "smoke-resnet20,smoke-mobilenetv2,resnet110"
 
