@@ -87,6 +87,11 @@ GROUP_OUTPUTS = {
 
 def group_aggregate_inputs(wildcards):
     """Every run record of one experiment group (every model and seed)."""
+    if wildcards.group not in ACTIVE_GROUPS:
+        raise ValueError(
+            f"experiments.{wildcards.group}: the group has no runs in this configuration; "
+            "configure its runs (config/config.yaml shows how) to make its aggregate, figure or table"
+        )
     return {
         "summaries": grid.group_run_files(config, wildcards.group, "summary.json"),
         "steps": grid.group_run_files(config, wildcards.group, "steps.csv"),
