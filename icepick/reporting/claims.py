@@ -303,7 +303,7 @@ def _ablation_freezing(c: _Claims) -> None:
         c.add(f"ablation-freezing-cost-{model}",
               f"Freezing reduces the cost of a fine-tuning ({display_name(model)}, eta = {num(ice['eta'])}; ablation)",
               "Sec. 3.2", "cheaper fine-tuning (no numbers given)",
-              f"{_fmt(a / 1e6, 2)} vs {_fmt(b / 1e6, 2)} training MMAC per fine-tuned image"
+              f"{_fmt(a / 1e6, 1)} vs {_fmt(b / 1e6, 1)} training MMAC per fine-tuned image"
               + ("" if math.isnan(a) or math.isnan(b) else f" ({100 * (1 - a / b):.1f}% less)"),
               "training MACs per fine-tuned image strictly below those without freezing", ok)
     if not pairs:
