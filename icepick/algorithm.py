@@ -1,9 +1,12 @@
-"""Algorithm 1 of the paper (ICE-Pick) and the iterative-pruning baseline.
+"""Algorithm 1 of the paper (ICE-Pick), the iterative-pruning baseline and the one-shot baseline.
 
 For each prunable block in forward order: prune it (L1 filters, ratio r); test; if the
 accuracy drop from the unpruned model is at least theta, fine-tune at the rate of Eq. 1
 (or the fixed rate). Layers chosen by the freeze trace stay frozen throughout. The
 baseline fine-tunes a full epoch after every step at the fixed rate, with nothing frozen.
+The one-shot baseline prunes every block at once (same order, ratio and criterion, nothing
+evaluated in between), then fine-tunes once for as many epochs as the baseline fine-tunes in
+all (one per block), at the baseline's fixed rate, with the same KD loss.
 
 A run saves its state after every completed step and resumes from there when started
 again, ending with the same records (times aside) as an uninterrupted run.
@@ -58,11 +61,14 @@ __all__ = [
     "load_teacher",
     "drop_reaches_theta",
     "STEP_COLUMNS",
+    "FINETUNE_ROW",
 ]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("icepick", "baseline")
+METHODS = ("icepick", "baseline", "oneshot")
+#: The ``block`` of the one-shot baseline's last steps.csv row: its fine-tuning, after every block was pruned.
+FINETUNE_ROW = "(fine-tune)"
 DECISION_SPLITS = ("test", "val")
 
 
@@ -70,7 +76,8 @@ DECISION_SPLITS = ("test", "val")
 class RunConfig:
     """One pruning experiment. Accuracies and theta in percentage points; ratio and eta fractions."""
 
-    method: str = "icepick"  # 'icepick' (Algorithm 1) or 'baseline' (fine-tune after every step)
+    method: str = "icepick"  # 'icepick' (Algorithm 1), 'baseline' (fine-tune after every step) or 'oneshot'
+    #                        # (prune every block, then fine-tune one epoch per block)
     lr_policy: str = "icepick"  # 'icepick' (Eq. 1) or 'fixed' (base); the baseline is always 'fixed'
     theta: float = 1.5  # accuracy-drop threshold, points
     eta: float = 0.0  # fraction of conv layers frozen
@@ -112,14 +119,14 @@ class RunConfig:
         for key in ("eval_cache", "coupled"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key}: {getattr(self, key)!r} must be true or false")
-        if self.method == "baseline":
+        if self.method in ("baseline", "oneshot"):
             if self.eta != 0:
-                raise ConfigError(f"eta: {self.eta} is not allowed for method 'baseline', which freezes nothing; use 0")
+                raise ConfigError(f"eta: {self.eta} is not allowed for method '{self.method}', which freezes nothing; use 0")
             if self.lr_policy != "fixed":
-                raise ConfigError("lr_policy: the baseline fine-tunes at the fixed rate; use 'fixed'")
+                raise ConfigError(f"lr_policy: method '{self.method}' fine-tunes at the fixed rate; use 'fixed'")
             if self.finetune.lr_shape != "constant":
                 raise ConfigError(
-                    f"lr_shape: {self.finetune.lr_shape!r} is not allowed for method 'baseline', which fine-tunes "
+                    f"lr_shape: {self.finetune.lr_shape!r} is not allowed for method '{self.method}', which fine-tunes "
                     "at a constant rate (the paper's fixed lr 0.001); use 'constant'"
                 )
 
@@ -156,7 +163,7 @@ def _state_path(summary_out: Path) -> Path:
 
 
 def _frozen_layers(cfg: RunConfig, trace: dict[str, Any] | None, model: nn.Module) -> list[str]:
-    if cfg.method == "baseline" or cfg.eta == 0:
+    if cfg.method != "icepick" or cfg.eta == 0:
         return []
     if trace is None:
         raise ConfigError(f"eta: {cfg.eta} freezes layers, which needs a freeze trace (--trace trace.json)")
@@ -223,7 +230,7 @@ def run_experiment(
     model, _ = load_model(pretrained, device)
     check_classes(model, data.info, pretrained)
     frozen = _frozen_layers(cfg, trace, model)
-    if cfg.method == "baseline":
+    if cfg.method != "icepick":  # the baselines fine-tune whole epochs
         ft_cfg = dataclasses.replace(cfg.finetune, early_halt=0)
     else:
         ft_cfg = cfg.finetune
@@ -257,7 +264,12 @@ def run_experiment(
              percent(ref.test_correct, len(data.test)), percent(ref.decision_correct, len(data.decision)),
              n_steps, len(frozen))
 
-    bar = tqdm(total=n_steps, initial=len(rows), desc=f"{cfg.method} r={cfg.ratio} eta={cfg.eta}",
+    if cfg.method == "oneshot":
+        oneshot = _OneShot(cfg, ft_cfg, model, teacher, data, evals, blocks[:n_steps], params_orig, ref, device,
+                           teacher_macs, state_path, pretrained, pretrained_digest)
+        rows = oneshot.run(rows, elapsed, meta.get("oneshot") if state is not None else None, show_progress)
+        n_steps = 0  # every step is done: the loop below has nothing left
+    bar = tqdm(total=n_steps, initial=min(len(rows), n_steps), desc=f"{cfg.method} r={cfg.ratio} eta={cfg.eta}",
                unit="step", disable=not show_progress)
     for step in range(len(rows) + 1, n_steps + 1):
         next_block = blocks[step] if step < n_steps else None  # the block whose input evaluations keep
@@ -396,6 +408,122 @@ def _run_step(
     return row
 
 
+class _OneShot:
+    """The one-shot baseline: every block pruned at once (forward order, the run's ratio and
+    criterion, no evaluation in between), one test of the pruned model for the records, then one
+    fine-tuning of as many epochs as blocks were pruned (the iterative baseline's total), at the
+    fixed rate with the KD loss, and the test after it.
+
+    Records: one steps.csv row per pruned block (nothing fine-tuned; accuracies empty but on the
+    last, which holds the test of the whole pruned model), then one row whose ``block`` is
+    :data:`FINETUNE_ROW` and whose ``step`` is one past the last block: the fine-tuning, its
+    batches, images, training MACs and time, and the final accuracy. The run's state is saved
+    once every block is pruned and after every epoch of the fine-tuning, and a run resumes from it.
+    """
+
+    def __init__(self, cfg: RunConfig, ft_cfg: FinetuneConfig, model: nn.Module, teacher: nn.Module,
+                 data: ExperimentData, evals: "_Evaluators", blocks: list[str], params_orig: int, ref: "_Reference",
+                 device: torch.device, teacher_macs: int, state_path: Path, pretrained: str | Path,
+                 pretrained_digest: str) -> None:
+        self.cfg, self.ft_cfg, self.model, self.teacher, self.data = cfg, ft_cfg, model, teacher, data
+        self.evals, self.blocks, self.params_orig, self.ref, self.device = evals, blocks, params_orig, ref, device
+        self.teacher_macs, self.state_path = teacher_macs, state_path
+        self.pretrained, self.pretrained_digest = pretrained, pretrained_digest
+
+    def run(self, rows: list[dict[str, Any]], elapsed: float, progress: dict[str, Any] | None,
+            show_progress: bool) -> list[dict[str, Any]]:
+        """Every row of the run; ``rows``, ``elapsed`` and ``progress`` are those of a saved state (or empty)."""
+        if not rows:
+            rows = self._prune_all()
+            progress = {"epochs": 0, "batches": 0, "samples": 0, "seconds": 0.0}
+            self._save(rows, progress)
+        return rows + [self._finetune(rows, dict(progress or {}), show_progress)]
+
+    def _prune_all(self) -> list[dict[str, Any]]:
+        cfg, model, data = self.cfg, self.model, self.data
+        rows: list[dict[str, Any]] = []
+        elapsed = 0.0
+        clock = _Clock(self.device)
+        for step, block in enumerate(self.blocks, start=1):
+            prune_block(model, block, cfg.ratio, scores=_filter_scores(cfg, model, data, block, step))
+            t_prune = clock.lap()
+            params = count_params(model)
+            elapsed += t_prune
+            rows.append({
+                "step": step, "block": block, "params": params, "alpha": params / self.params_orig,
+                "macs": count_macs(model), "acc_pruned": float("nan"), "decision_acc": float("nan"),
+                "decision_correct": float("nan"), "drop": float("nan"), "finetuned": False, "lr": 0.0,
+                "ft_batches": 0, "ft_samples": 0, "halted_early": False, "acc_finetuned": float("nan"),
+                "acc": float("nan"), "eval_samples": 0, "eval_macs": 0, "eval_macs_saved": 0, "t_prune": t_prune,
+                "t_test": 0.0, "t_finetune": 0.0, "t_step": t_prune, "t_cumulative": elapsed, "report_samples": 0,
+                "t_report": 0.0, "trainable_fraction": trainable_fraction(model), "train_macs": 0,
+                "train_macs_cumulative": 0,
+            })
+            clock.lap()  # bookkeeping is not the method's time
+        if rows:  # the pruned model's accuracy: for the records only (the method tests nothing here)
+            work = _EvalWork()
+            correct = work.count(self.evals.test, model, None)
+            n_test = len(data.test)
+            last = rows[-1]
+            last.update(acc_pruned=percent(correct, n_test), acc=percent(correct, n_test), report_samples=n_test,
+                        eval_macs=work.macs, eval_macs_saved=work.saved, t_report=clock.lap())
+            if data.decision is data.test:
+                last.update(decision_acc=percent(correct, n_test), decision_correct=correct,
+                            drop=percent(self.ref.decision_correct - correct, n_test))
+        return rows
+
+    def _finetune(self, rows: list[dict[str, Any]], progress: dict[str, Any], show_progress: bool) -> dict[str, Any]:
+        """Fine-tune one epoch per pruned block (resuming after ``progress['epochs']``); the last row."""
+        from tqdm import tqdm
+
+        cfg, model, data = self.cfg, self.model, self.data
+        last = rows[-1] if rows else {"params": self.params_orig, "alpha": 1.0, "macs": count_macs(model),
+                                      "acc_pruned": percent(self.ref.test_correct, len(data.test)),
+                                      "t_cumulative": 0.0}
+        epochs = len(rows)
+        lr = step_lr("fixed", float(last["alpha"]), cfg.base, cfg.delta, cfg.p, cfg.beta)
+        self.evals.invalidate()
+        bar = tqdm(total=epochs, initial=progress["epochs"], desc=f"oneshot fine-tuning r={cfg.ratio}", unit="epoch",
+                   disable=not show_progress)
+        for epoch in range(progress["epochs"], epochs):
+            clock = _Clock(self.device)
+            result = finetune(model, self.teacher, data.train, lr, self.ft_cfg, step_seed(cfg.seed, epochs + 1 + epoch))
+            progress.update(epochs=epoch + 1, batches=progress["batches"] + result.batches,
+                            samples=progress["samples"] + result.samples, seconds=progress["seconds"] + clock.lap())
+            self._save(rows, progress)
+            bar.update(1)
+        bar.close()
+        clock = _Clock(self.device)
+        work = _EvalWork()
+        correct = work.count(self.evals.test, model, None)  # the test after a fine-tuning: the method's time
+        t_finetune = progress["seconds"] + clock.lap()
+        acc = percent(correct, len(data.test))
+        per_sample = training_macs_per_sample(layer_macs(model), layer_trainable(model), self.teacher_macs)
+        train_macs = progress["samples"] * per_sample if epochs else 0
+        log.info("one-shot: %d blocks pruned, acc %.2f%% -> fine-tuned %d epochs (%d batches) at lr %g -> acc %.2f%%",
+                 epochs, float(last["acc_pruned"]), epochs, progress["batches"], lr, acc)
+        return {
+            "step": epochs + 1, "block": FINETUNE_ROW, "params": last["params"], "alpha": last["alpha"],
+            "macs": last["macs"], "acc_pruned": last["acc_pruned"], "decision_acc": last.get("decision_acc", float("nan")),
+            "decision_correct": last.get("decision_correct", float("nan")), "drop": last.get("drop", float("nan")),
+            "finetuned": bool(epochs), "lr": lr if epochs else 0.0, "ft_batches": progress["batches"],
+            "ft_samples": progress["samples"], "halted_early": False, "acc_finetuned": acc if epochs else float("nan"),
+            "acc": acc, "eval_samples": len(data.test), "eval_macs": work.macs, "eval_macs_saved": work.saved,
+            "t_prune": 0.0, "t_test": 0.0, "t_finetune": t_finetune, "t_step": t_finetune,
+            "t_cumulative": float(last["t_cumulative"]) + t_finetune, "report_samples": 0, "t_report": 0.0,
+            "trainable_fraction": trainable_fraction(model), "train_macs": train_macs,
+            "train_macs_cumulative": train_macs,
+        }
+
+    def _save(self, rows: list[dict[str, Any]], progress: dict[str, Any]) -> None:
+        save_model(self.model, self.state_path, {
+            "kind": "run-state", "config": self.cfg.flat(), "pretrained": str(self.pretrained),
+            "pretrained_sha256": self.pretrained_digest, "rows": rows, "test_correct_orig": self.ref.test_correct,
+            "decision_correct_orig": self.ref.decision_correct, "elapsed": rows[-1]["t_cumulative"] if rows else 0.0,
+            "eval_cache": {"test": None, "decision": None}, "oneshot": progress,
+        })
+
+
 def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block: str, step: int) -> torch.Tensor:
     """The run's criterion on ``block``: data criteria read ``criterion_batches`` training batches
     (no augmentation, in the order of the step's seed); ``random`` draws from the step's seed."""
@@ -525,7 +653,7 @@ def _summary(
         "decision_samples": len(data.decision),
         "test_samples": len(data.test),
         "final_acc": rows[-1]["acc"] if rows else acc_orig,
-        "n_steps": len(rows),
+        "n_steps": sum(r["block"] != FINETUNE_ROW for r in rows),
         "n_finetunes": int(sum(bool(r["finetuned"]) for r in rows)),
         "total_seconds": total,
         "trace_seconds": trace_seconds,

@@ -11,7 +11,9 @@ Paths (every wildcard of a run is in its path)::
     results/{model}/trace/r{ratio}/seed{seed}.json                freeze trace
     results/{model}/weight_shift.csv                               Section 4.1
     results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}/
-        summary.json, steps.csv, pruned.pt                         one pruning run
+        summary.json, steps.csv, pruned.pt                         one pruning run (criterion l1)
+    results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}-{criterion}/seed{seed}/
+                                                                   the same under another criterion
     results/summary/{group}/{runs,steps}.csv                       one experiment group
     results/summary/{runs,steps,pretrain,weight_shift}.csv         everything
 
@@ -31,6 +33,10 @@ from typing import Any
 
 __all__ = [
     "GROUPS",
+    "ABLATION_ARMS",
+    "DEFAULT_CRITERION",
+    "CRITERION_NAMES",
+    "NO_THRESHOLD",
     "PAPER_MODELS",
     "MODEL_NAMES",
     "SPEC_PREFIXES",
@@ -40,11 +46,15 @@ __all__ = [
     "num",
     "experiment_name",
     "group_runs",
+    "active_groups",
+    "ablation_arm",
     "table1_ratio",
     "model_runs",
     "trace_ratios",
     "RUN_DIR",
     "RUN_NAME",
+    "RUN_DIR_CRITERION",
+    "RUN_NAME_CRITERION",
     "TRACE",
     "pretrained_path",
     "pretrain_summary_path",
@@ -56,8 +66,20 @@ __all__ = [
     "group_summary_path",
 ]
 
-#: The experiment groups: Figure 3 and the time savings; Table 1; the threshold sweep.
-GROUPS = ("fig3", "table1", "thresholds")
+#: The experiment groups: Figure 3 and the time savings; Table 1; the threshold sweep; the
+#: ablation of ICE-Pick's parts (with the one-shot baseline); the pruning criteria.
+GROUPS = ("fig3", "table1", "thresholds", "ablation", "criteria")
+#: The arms of the ablation besides ICE-Pick itself, in display order: ICE-Pick without the
+#: threshold (fine-tune at every step), without freezing (eta 0), without Eq. 1 (the fixed
+#: rate), the iterative baseline, and the one-shot baseline.
+ABLATION_ARMS = ("no_threshold", "no_freezing", "fixed_lr", "baseline", "oneshot")
+#: A threshold every accuracy drop reaches: ICE-Pick fine-tunes (a full fine-tuning) at every step.
+NO_THRESHOLD = -100.0
+#: The paper's pruning criterion; runs under it keep the paths without a criterion suffix.
+DEFAULT_CRITERION = "l1"
+#: The criteria of ``icepick.criteria.CRITERIA`` (a test holds the two equal), here so that
+#: configuration checks need no torch.
+CRITERION_NAMES = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation")
 #: The paper's three models.
 PAPER_MODELS = ("resnet110", "resnet152", "mobilenetv2")
 #: The names of the model registry (``icepick.models.MODELS``; a test holds the two equal),
@@ -87,6 +109,8 @@ def is_model_name(name: str) -> bool:
 
 RUN_DIR = "results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"
 RUN_NAME = "{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"  # logs/, benchmarks/
+RUN_DIR_CRITERION = "results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}-{criterion}/seed{seed}"
+RUN_NAME_CRITERION = "{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}-{criterion}/seed{seed}"
 TRACE = "results/{model}/trace/r{ratio}/seed{seed}.json"
 
 
@@ -97,9 +121,12 @@ def num(x: Any) -> str:
     return f"{float(x):g}"
 
 
-def experiment_name(method: str, lr_policy: str, ratio: float, eta: float, theta: float) -> str:
-    """The configuration part of a run's path: ``icepick-icepick-r0.4-eta0.3-theta1.5``."""
-    return f"{method}-{lr_policy}-r{num(ratio)}-eta{num(eta)}-theta{num(theta)}"
+def experiment_name(method: str, lr_policy: str, ratio: float, eta: float, theta: float,
+                    criterion: str = DEFAULT_CRITERION) -> str:
+    """The configuration part of a run's path: ``icepick-icepick-r0.4-eta0.3-theta1.5``, with
+    ``-{criterion}`` appended under any criterion but the paper's (``...-theta1.5-fpgm``)."""
+    suffix = "" if criterion == DEFAULT_CRITERION else f"-{criterion}"
+    return f"{method}-{lr_policy}-r{num(ratio)}-eta{num(eta)}-theta{num(theta)}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -107,21 +134,26 @@ class RunSpec:
     """One pruning configuration of the grid; every seed runs it."""
 
     model: str
-    method: str  # 'icepick' | 'baseline'
+    method: str  # 'icepick' | 'baseline' | 'oneshot'
     lr_policy: str  # 'icepick' (Eq. 1) | 'fixed'
     ratio: float
     eta: float
     theta: float
+    criterion: str = DEFAULT_CRITERION
 
     @property
     def experiment(self) -> str:
         """The configuration part of its path."""
-        return experiment_name(self.method, self.lr_policy, self.ratio, self.eta, self.theta)
+        return experiment_name(self.method, self.lr_policy, self.ratio, self.eta, self.theta, self.criterion)
 
     def wildcards(self, seed: int) -> dict[str, str]:
-        """The workflow's wildcards of this run at ``seed``."""
-        return {"model": self.model, "method": self.method, "lr_policy": self.lr_policy, "ratio": num(self.ratio),
-                "eta": num(self.eta), "theta": num(self.theta), "seed": str(seed)}
+        """The workflow's wildcards of this run at ``seed`` (``criterion`` only under a criterion
+        other than the paper's: the paper's runs keep the paths without it)."""
+        out = {"model": self.model, "method": self.method, "lr_policy": self.lr_policy, "ratio": num(self.ratio),
+               "eta": num(self.eta), "theta": num(self.theta), "seed": str(seed)}
+        if self.criterion != DEFAULT_CRITERION:
+            out["criterion"] = self.criterion
+        return out
 
 
 def group_runs(config: Mapping[str, Any], group: str, model: str) -> list[RunSpec]:
@@ -149,9 +181,71 @@ def group_runs(config: Mapping[str, Any], group: str, model: str) -> list[RunSpe
         t = exp["thresholds"]
         ratio = table1_ratio(config, model)  # at the model's Table 1 ratio
         runs += [RunSpec(model, "icepick", t["lr_policy"], ratio, float(t["eta"]), float(theta)) for theta in t["thetas"]]
+    elif group == "ablation":  # a configuration without the section runs none of it
+        a = exp.get("ablation") or {"arms": []}
+        runs += _ablation_runs(a, model, table1_ratio(config, model) if a["arms"] else 0.0)
+    elif group == "criteria":
+        c = exp.get("criteria") or {"criteria": []}
+        runs += _criteria_runs(c, model, table1_ratio(config, model) if c["criteria"] else 0.0)
     else:
         raise ConfigError(f"group: {group!r} is not an experiment group; one of {', '.join(GROUPS)}")
     return list(dict.fromkeys(runs))
+
+
+def _ablation_runs(a: Mapping[str, Any], model: str, ratio: float) -> list[RunSpec]:
+    """ICE-Pick (lr Eq. 1, ``a['eta']``, ``a['theta']``) and each of ``a['arms']`` at ``ratio``;
+    nothing when no arm is listed."""
+    from icepick.config import ConfigError
+
+    unknown = [arm for arm in a["arms"] if arm not in ABLATION_ARMS]
+    if unknown:
+        raise ConfigError(f"experiments.ablation.arms: unknown arm(s) {', '.join(map(str, unknown))}; "
+                          f"choose from {', '.join(ABLATION_ARMS)}")
+    if not a["arms"]:
+        return []
+    eta, theta = float(a["eta"]), float(a["theta"])
+    arms = {
+        "no_threshold": RunSpec(model, "icepick", "icepick", ratio, eta, NO_THRESHOLD),
+        "no_freezing": RunSpec(model, "icepick", "icepick", ratio, 0.0, theta),
+        "fixed_lr": RunSpec(model, "icepick", "fixed", ratio, eta, theta),
+        "baseline": RunSpec(model, "baseline", "fixed", ratio, 0.0, 0.0),
+        "oneshot": RunSpec(model, "oneshot", "fixed", ratio, 0.0, 0.0),
+    }
+    return [RunSpec(model, "icepick", "icepick", ratio, eta, theta)] + [arms[arm] for arm in ABLATION_ARMS if arm in a["arms"]]
+
+
+def _criteria_runs(c: Mapping[str, Any], model: str, ratio: float) -> list[RunSpec]:
+    """ICE-Pick (lr Eq. 1, ``c['eta']``, ``c['theta']``) and the baseline at ``ratio`` under each
+    criterion of ``c['criteria']``; nothing when none is listed."""
+    from icepick.config import ConfigError
+
+    unknown = [name for name in c["criteria"] if name not in CRITERION_NAMES]
+    if unknown:
+        raise ConfigError(f"experiments.criteria.criteria: unknown criterion(s) {', '.join(map(str, unknown))}; "
+                          f"choose from {', '.join(CRITERION_NAMES)}")
+    runs = []
+    for name in c["criteria"]:
+        runs.append(RunSpec(model, "icepick", "icepick", ratio, float(c["eta"]), float(c["theta"]), name))
+        runs.append(RunSpec(model, "baseline", "fixed", ratio, 0.0, 0.0, name))
+    return runs
+
+
+def ablation_arm(method: str, lr_policy: str, eta: float, theta: float) -> str:
+    """Which arm of the ablation a run is: 'oneshot', 'baseline', 'no_threshold' (a negative
+    theta), 'fixed_lr', 'no_freezing' (eta 0), else 'icepick'."""
+    if method in ("oneshot", "baseline"):
+        return method
+    if float(theta) < 0:
+        return "no_threshold"
+    if lr_policy == "fixed":
+        return "fixed_lr"
+    return "no_freezing" if float(eta) == 0 else "icepick"
+
+
+def active_groups(config: Mapping[str, Any], models: Sequence[str] | None = None) -> list[str]:
+    """The groups with at least one run (a group configured empty, such as an ablation with no
+    arms, makes no aggregate, figure or table)."""
+    return [g for g in GROUPS if any(group_runs(config, g, m) for m in models or config["models"])]
 
 
 def table1_ratio(config: Mapping[str, Any], model: str) -> float:
@@ -213,7 +307,8 @@ def trace_path(model: str, ratio: float | str, seed: int | str, trace_ratio: flo
 
 def run_path(spec: RunSpec, seed: int, filename: str) -> str:
     """A file (summary.json, steps.csv, pruned.pt) of the run of ``spec`` at ``seed``."""
-    return f"{RUN_DIR}/{filename}".format(**spec.wildcards(seed))
+    pattern = RUN_DIR if spec.criterion == DEFAULT_CRITERION else RUN_DIR_CRITERION
+    return f"{pattern}/{filename}".format(**spec.wildcards(seed))
 
 
 def group_run_files(config: Mapping[str, Any], group: str, filename: str, models: Sequence[str] | None = None) -> list[str]:

@@ -140,6 +140,7 @@ class PretrainConfig:
             return self.warmup == "on"
         if _family(self.model) != "resnet" or is_model_spec(self.model):
             return False
+        from icepick.models import build_model
         from icepick.pruning import prunable_blocks
 
         return 2 * len(prunable_blocks(build_model(self.model))) + 2 >= _WARMUP_AUTO_DEPTH

@@ -244,6 +244,8 @@ def test_early_halt_stops_fine_tuning_once_the_drop_is_below_theta(pretrained, t
         ({"delta": 2e-3}, r"delta: 0.002 is out of range"),
         ({"seed": 1.5}, "seed: 1.5 is not an integer"),
         ({"method": "baseline", "eta": 0.3, "lr_policy": "fixed"}, "eta: 0.3 is not allowed for method 'baseline'"),
+        ({"method": "oneshot", "eta": 0.3, "lr_policy": "fixed"}, "eta: 0.3 is not allowed for method 'oneshot'"),
+        ({"method": "oneshot", "lr_policy": "icepick"}, "lr_policy: method 'oneshot' fine-tunes at the fixed rate"),
         ({"decision_split": "train"}, "decision_split: 'train' is not allowed"),
         ({"method": "baseline", "lr_policy": "fixed", "finetune": FinetuneConfig(lr_shape="one_cycle")},
          "lr_shape: 'one_cycle' is not allowed for method 'baseline', which fine-tunes at a constant rate"),
@@ -410,3 +412,58 @@ def test_the_evaluation_cache_saves_work(tiny, name, case):
     assert summary["total_eval_macs_saved"] == steps["eval_macs_saved"].sum()
     if case == "icepick":  # every path: skipped, and fine-tuned with an early halt (its check's cache kept)
         assert (~steps["finetuned"]).any() and steps["halted_early"].any()
+
+
+# ---------------------------------------------------------------- the one-shot baseline
+
+
+def _oneshot(pretrained, tmp_path, name="oneshot", **overrides):
+    return _run(pretrained, tmp_path, name, method="oneshot", lr_policy="fixed", eta=0.0, theta=0.0, **overrides)
+
+
+@pytest.mark.slow
+def test_one_shot_prunes_every_block_once_then_fine_tunes_one_epoch_per_block(pretrained, tmp_path):
+    from icepick.finetune import finetune_batches
+    from icepick.pruning import prunable_blocks
+
+    path, _, data = pretrained
+    summary, steps = _oneshot(pretrained, tmp_path)
+    pruned, tuning = steps.iloc[:-1], steps.iloc[-1]
+    blocks = [name for name, _ in prunable_blocks(load_model(path)[0])][:STEPS]
+    assert pruned["block"].tolist() == blocks and pruned["step"].tolist() == list(range(1, STEPS + 1))
+    assert not pruned["finetuned"].any() and (pruned["ft_batches"] == 0).all() and (pruned["train_macs"] == 0).all()
+    assert pruned["acc_pruned"].iloc[:-1].isna().all()  # nothing evaluated in between ...
+    assert 0 <= pruned["acc_pruned"].iloc[-1] <= 100  # ... but the whole pruned model, for the records
+    assert tuning["block"] == algorithm.FINETUNE_ROW and tuning["step"] == STEPS + 1 and tuning["finetuned"]
+    epoch = finetune_batches(len(data.train), FinetuneConfig(batch_size=64, max_batches=6))
+    assert tuning["ft_batches"] == STEPS * epoch and tuning["lr"] == 1e-3 and not tuning["halted_early"]
+    assert tuning["acc"] == tuning["acc_finetuned"] == summary["final_acc"]
+    assert summary["n_steps"] == STEPS and summary["n_finetunes"] == 1 and summary["method"] == "oneshot"
+    assert summary["total_train_macs"] == tuning["train_macs"] > 0
+    assert summary["total_seconds"] == pytest.approx(steps["t_step"].sum())
+    baseline, _ = _run(pretrained, tmp_path, "baseline", method="baseline", lr_policy="fixed", theta=0.0)
+    assert summary["final_params"] == baseline["final_params"]  # the same filters' count, pruned at once
+    assert summary["total_ft_samples"] == baseline["total_ft_samples"]  # the baseline's training, in one go
+
+
+@pytest.mark.slow
+def test_a_killed_one_shot_run_resumes_and_ends_with_the_same_records(pretrained, tmp_path, monkeypatch):
+    _, uninterrupted = _oneshot(pretrained, tmp_path, "whole", seed=2)
+    real = algorithm.finetune
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(algorithm, "finetune", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _oneshot(pretrained, tmp_path, "resumed", seed=2)
+    state = tmp_path / "resumed" / "summary.json.state.pt"
+    assert load_model(state)[1]["oneshot"]["epochs"] == 2
+    monkeypatch.setattr(algorithm, "finetune", real)
+    _, resumed = _oneshot(pretrained, tmp_path, "resumed", seed=2)
+    pd.testing.assert_frame_equal(_records(resumed), _records(uninterrupted))
+    assert not state.exists()

@@ -216,7 +216,7 @@ CLI_CASES = [
      "icepick run: error: unrecognized arguments: --ration 0.4 (did you mean: --ration -> --ratio?); "
      "see `icepick run --help`"),
     ("method misspelt", lambda f: _run_args(f, "--method", "icepic"),
-     "icepick run: error: method: 'icepic' is not allowed; choose one of 'icepick', 'baseline'"),
+     "icepick run: error: method: 'icepic' is not allowed; choose one of 'icepick', 'baseline', 'oneshot'"),
     ("device misspelt", lambda f: _run_args(f, "--device", "gpu"),
      "icepick run: error: device: 'gpu' is not a device; use 'auto', 'cpu' or 'cuda[:N]'"),
     ("checkpoint of another architecture", lambda f: _run_args(f, "--model", "resnet20", pretrained="m32"),

@@ -38,8 +38,11 @@ def test_paper_sweep_costs_are_consistent():
     assert table1["reported"]["finetunes"] == pytest.approx(132 + 102 + 133 + 116)  # Table 1's #Ft
     assert table1["reported"]["train_macs"] < table1["upper"]["train_macs"]
     total = costs["totals"]
-    # thresholds shares one run with table1 (theta 2.5) and one with fig3 (r 0.6, eta 0.3, theta 1.5)
-    assert total["upper"]["runs"] == 3 * (8 + 4 + 3 - 2) * 10
+    # thresholds shares one run with table1 (theta 2.5) and one with fig3 (r 0.6, eta 0.3, theta 1.5); the
+    # ablation adds 3 runs (3 are Figure 3's), the criteria 2 for each criterion but l1 (Figure 3's)
+    assert total["upper"]["runs"] == 3 * (8 + 4 + 3 - 2 + 3 + 2 * 4) * 10
+    ablation = rows[("resnet110", "ablation")]
+    assert ablation["upper"]["runs"] == 6 * 10 and rows[("resnet110", "criteria")]["upper"]["runs"] == 10 * 10
     assert total["reported"]["train_macs"] <= total["upper"]["train_macs"]
     text = format_costs(costs, 4.0, 8.0)
     assert "| **all** |" in text and "resnet152" in text
@@ -124,3 +127,16 @@ def test_evaluation_is_counted_with_the_cache_unless_it_is_off():
     with_cache, _ = cost.run_work(spec, setup)
     without, _ = cost.run_work(spec, cost._setup({**config, "eval_cache": False}, "worst"))
     assert without.eval_macs - with_cache.eval_macs == saved > 0
+
+
+def test_the_one_shot_baseline_trains_as_much_as_the_baseline_on_the_smallest_model():
+    """One epoch per block, all of them on the fully pruned model: the baseline's training
+    images, each cheaper than (or as cheap as) the baseline's."""
+    from icepick.cost import _setup, run_work
+    from icepick.grid import RunSpec
+
+    setup = _setup(_config("smoke.yaml"), "worst")
+    base, _ = run_work(RunSpec("resnet20", "baseline", "fixed", 0.3, 0.0, 0.0), setup)
+    one, reported = run_work(RunSpec("resnet20", "oneshot", "fixed", 0.3, 0.0, 0.0), setup)
+    assert one == reported and one.finetunes == 1
+    assert 0 < one.train_macs <= base.train_macs

@@ -36,9 +36,12 @@ def test_the_grid_is_the_papers():
     at one r; thresholds: three thetas at the Table 1 r, two of them shared with other groups."""
     config = _config()
     sizes = {g: len(group_runs(config, g, "resnet110")) for g in GROUPS}
-    assert sizes == {"fig3": 8, "table1": 4, "thresholds": 3}
+    assert sizes == {"fig3": 8, "table1": 4, "thresholds": 3, "ablation": 6, "criteria": 2 * 5}
     assert {r.ratio for r in group_runs(config, "table1", "mobilenetv2")} == {0.4}
-    assert len(model_runs(config, "resnet110")) == 13  # theta 1.5 and 2.5 at r = 0.6 are Fig. 3's and Table 1's
+    paper = model_runs(config, "resnet110", ("fig3", "table1", "thresholds"))
+    assert len(paper) == 13  # theta 1.5 and 2.5 at r = 0.6 are Fig. 3's and Table 1's
+    # the ablation adds 3 runs (no threshold, fixed lr, one-shot), the criteria 2 per criterion but l1
+    assert len(model_runs(config, "resnet110")) == 13 + 3 + 2 * 4
     assert RunSpec("resnet110", "baseline", "fixed", 0.4, 0.0, 0.0) in group_runs(config, "fig3", "resnet110")
 
 
@@ -66,3 +69,80 @@ def test_a_model_without_a_table1_ratio_takes_its_paper_roles_or_the_default():
         grid.table1_ratio(config, "resnet56")
     config["experiments"]["table1"]["ratios"]["default"] = 0.5
     assert grid.table1_ratio(config, "resnet56") == 0.5
+
+
+def test_its_criterion_names_are_the_librarys():
+    from icepick.algorithm import RunConfig
+    from icepick.criteria import CRITERIA
+
+    assert grid.CRITERION_NAMES == CRITERIA and RunConfig().criterion == grid.DEFAULT_CRITERION
+
+
+def test_the_ablation_removes_one_part_at_a_time_and_reuses_figure_3s_runs():
+    config = _config()
+    runs = group_runs(config, "ablation", "resnet110")
+    ice = RunSpec("resnet110", "icepick", "icepick", 0.6, 0.3, 1.5)
+    assert runs == [
+        ice,
+        RunSpec("resnet110", "icepick", "icepick", 0.6, 0.3, grid.NO_THRESHOLD),  # a fine-tuning at every step
+        RunSpec("resnet110", "icepick", "icepick", 0.6, 0.0, 1.5),  # nothing frozen
+        RunSpec("resnet110", "icepick", "fixed", 0.6, 0.3, 1.5),  # no Eq. 1
+        RunSpec("resnet110", "baseline", "fixed", 0.6, 0.0, 0.0),
+        RunSpec("resnet110", "oneshot", "fixed", 0.6, 0.0, 0.0),
+    ]
+    fig3 = set(group_runs(config, "fig3", "resnet110"))
+    assert {ice, runs[2], runs[4]} <= fig3  # the same specs, so the same paths: one job each
+    assert [grid.ablation_arm(r.method, r.lr_policy, r.eta, r.theta) for r in runs] == ["icepick", *grid.ABLATION_ARMS]
+    assert grid.run_path(runs[1], 0, "summary.json") == (
+        "results/resnet110/runs/icepick-icepick-r0.6-eta0.3-theta-100/seed0/summary.json")
+    assert grid.run_path(runs[5], 0, "steps.csv") == "results/resnet110/runs/oneshot-fixed-r0.6-eta0-theta0/seed0/steps.csv"
+
+
+def test_a_criterion_other_than_l1_ends_the_path_and_l1_runs_keep_theirs():
+    config = _config()
+    runs = group_runs(config, "criteria", "mobilenetv2")
+    assert [r.criterion for r in runs] == [c for c in ("l1", "l2", "random", "fpgm", "taylor") for _ in range(2)]
+    l1 = runs[:2]
+    assert set(l1) <= set(group_runs(config, "fig3", "mobilenetv2"))  # reused, not rerun
+    assert grid.run_path(l1[0], 3, "summary.json") == (
+        "results/mobilenetv2/runs/icepick-icepick-r0.4-eta0.3-theta1.5/seed3/summary.json")
+    assert grid.run_path(runs[3], 3, "summary.json") == (
+        "results/mobilenetv2/runs/baseline-fixed-r0.4-eta0-theta0-l2/seed3/summary.json")
+    paths = group_run_files(config, "criteria", "summary.json")
+    assert len(paths) == len(set(paths)) == 3 * 10 * 10  # models x seeds x runs: none collide
+
+
+@pytest.mark.parametrize("name", ["mini.yaml", "test.yaml"])
+def test_groups_configured_empty_run_nothing(name):
+    config = _config(name)
+    assert grid.active_groups(config) == ["fig3", "table1", "thresholds"]
+    for model in config["models"]:
+        assert model_runs(config, model) == model_runs(config, model, ("fig3", "table1", "thresholds"))
+
+
+def test_the_smoke_runs_both_groups_with_one_criterion_besides_l1():
+    config = _config("smoke.yaml")
+    assert grid.active_groups(config) == list(GROUPS)
+    new = {spec for m in config["models"] for spec in model_runs(config, m)} - {
+        spec for m in config["models"] for spec in model_runs(config, m, ("fig3", "table1", "thresholds"))}
+    assert len(new) == 3 * (3 + 2)  # per model: no threshold, fixed lr, one-shot; ICE-Pick and baseline under taylor
+
+
+def test_unknown_arms_and_criteria_are_named():
+    config = _config()
+    bad = {**config, "experiments": {**config["experiments"], "ablation": {"arms": ["no_kd"], "theta": 1.5, "eta": 0.3}}}
+    with pytest.raises(ConfigError, match="experiments.ablation.arms: unknown arm"):
+        group_runs(bad, "ablation", "resnet110")
+    bad = {**config, "experiments": {**config["experiments"], "criteria": {"criteria": ["l3"], "theta": 1.5, "eta": 0.3}}}
+    with pytest.raises(ConfigError, match="experiments.criteria.criteria: unknown criterion"):
+        group_runs(bad, "criteria", "resnet110")
+
+
+def test_the_schema_lists_the_grids_arms_and_criteria():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    groups = schema["properties"]["experiments"]["properties"]
+    assert tuple(groups["ablation"]["properties"]["arms"]["items"]["enum"]) == grid.ABLATION_ARMS
+    assert tuple(groups["criteria"]["properties"]["criteria"]["items"]["enum"]) == grid.CRITERION_NAMES
+    paper = _config()["experiments"]
+    for group in ("ablation", "criteria"):  # the schema's defaults are the paper configuration's values
+        assert {k: v["default"] for k, v in groups[group]["properties"].items()} == paper[group]

@@ -39,15 +39,23 @@ TABLE1_CONFIGS = 2 * 2
 # Thresholds: theta in {0.5, 1.5, 2.5} at eta 0.3, ICE-Pick lr, the Table 1 r. theta 1.5 is
 # Figure 3's run (the Table 1 r is 0.4 or 0.6) and theta 2.5 is Table 1's: one new configuration.
 THRESHOLD_CONFIGS = 3 - 2
-CONFIGS_PER_MODEL = FIG3_CONFIGS + TABLE1_CONFIGS + THRESHOLD_CONFIGS  # 13
+# Ablation at the Table 1 r, eta 0.3, theta 1.5: ICE-Pick, no freezing and the baseline are
+# Figure 3's runs; no threshold, fixed lr and the one-shot baseline are new.
+ABLATION_CONFIGS = 6 - 3
+# Criteria l1, l2, random, fpgm, taylor: ICE-Pick and the baseline each; l1's are Figure 3's.
+# The others are rule run_criterion's (the criterion ends the folder name).
+CRITERIA_CONFIGS = 2 * 4
+RUN_CONFIGS_PER_MODEL = FIG3_CONFIGS + TABLE1_CONFIGS + THRESHOLD_CONFIGS + ABLATION_CONFIGS  # 16, rule run
+CONFIGS_PER_MODEL = RUN_CONFIGS_PER_MODEL + CRITERIA_CONFIGS  # 24
 
 PAPER_JOBS = {
     "data_import": 1,
     "pretrain": 3,
     "weight_shift": 3,
     "trace": 3 * N_SEEDS * 2,  # a trace per (model, seed, ratio): r 0.4 and 0.6 both have runs that freeze
-    "run": 3 * N_SEEDS * CONFIGS_PER_MODEL,  # 390
-    "aggregate_group": 3,
+    "run": 3 * N_SEEDS * RUN_CONFIGS_PER_MODEL,  # 480
+    "run_criterion": 3 * N_SEEDS * CRITERIA_CONFIGS,  # 240
+    "aggregate_group": 5,
     "aggregate_all": 1,
     "aggregate_pretrain": 1,
     "aggregate_weight_shift": 1,
@@ -57,10 +65,16 @@ PAPER_JOBS = {
     "fig3_accuracy": 1,
     "fig_thresholds": 1,
     "fig_lr_schedule": 1,
+    "fig_ablation": 1,
+    "table_ablation": 1,
+    "fig_criteria": 1,
+    "table_criteria": 1,
     "claims": 1,
     "all": 1,
 }
-PER_MODEL_RULES = ("pretrain", "weight_shift", "trace", "run")
+PER_MODEL_RULES = ("pretrain", "weight_shift", "trace", "run", "run_criterion")
+SMOKE_CRITERIA_CONFIGS = 2  # ICE-Pick and the baseline under taylor (l1's are Figure 3's)
+SMOKE_CONFIGS_PER_MODEL = RUN_CONFIGS_PER_MODEL + SMOKE_CRITERIA_CONFIGS  # 18
 
 
 # ---------------------------------------------------------------- helpers
@@ -119,10 +133,10 @@ def dry_run(*args: str, cwd: Path | None = None) -> str:
 
 # Depth of every rule in the DAG: outputs get times in this order, as after a real run.
 STAGE = {
-    "data_import": 0, "data_synth": 0, "pretrain": 1, "trace": 2, "weight_shift": 2, "run": 3,
+    "data_import": 0, "data_synth": 0, "pretrain": 1, "trace": 2, "weight_shift": 2, "run": 3, "run_criterion": 3,
     "aggregate_group": 4, "aggregate_pretrain": 4, "aggregate_weight_shift": 4, "fig_lr_schedule": 4,
     "aggregate_all": 5, "table1": 5, "table_time_savings": 5, "fig2_weight_shift": 5, "fig3_accuracy": 5,
-    "fig_thresholds": 5, "claims": 6,
+    "fig_thresholds": 5, "fig_ablation": 5, "table_ablation": 5, "fig_criteria": 5, "table_criteria": 5, "claims": 6,
 }
 
 
@@ -157,18 +171,33 @@ def test_paper_config_plans_the_expected_jobs(paper_plan):
 
 def test_paper_runs_cover_the_grid_once_per_seed(paper_plan):
     jobs = planned_jobs(paper_plan)
-    runs = [wc for rule, wc in jobs if rule == "run"]
+    runs = [wc for rule, wc in jobs if rule in ("run", "run_criterion")]
     per_model = Counter(wc["model"] for wc in runs)
     assert per_model == {m: N_SEEDS * CONFIGS_PER_MODEL for m in PAPER_MODELS}
-    configs = {(wc["model"], wc["method"], wc["lr_policy"], wc["ratio"], wc["eta"], wc["theta"]) for wc in runs}
+    configs = {(wc["model"], wc["method"], wc["lr_policy"], wc["ratio"], wc["eta"], wc["theta"], wc.get("criterion", "l1"))
+               for wc in runs}
+    assert len(runs) == len(configs) * N_SEEDS  # each configuration once per seed
     table1_r = {"resnet110": "0.6", "resnet152": "0.6", "mobilenetv2": "0.4"}
     expected = set()
     for m in PAPER_MODELS:
-        expected |= {(m, "icepick", "icepick", r, e, "1.5") for r in ("0.4", "0.6") for e in ("0", "0.3", "0.7")}
-        expected |= {(m, "baseline", "fixed", r, "0", "0") for r in ("0.4", "0.6")}
-        expected |= {(m, "icepick", lr, table1_r[m], e, "2.5") for e in ("0.3", "0.7") for lr in ("fixed", "icepick")}
-        expected |= {(m, "icepick", "icepick", table1_r[m], "0.3", t) for t in ("0.5", "1.5", "2.5")}
+        r = table1_r[m]
+        expected |= {(m, "icepick", "icepick", r, e, "1.5", "l1") for r in ("0.4", "0.6") for e in ("0", "0.3", "0.7")}
+        expected |= {(m, "baseline", "fixed", r, "0", "0", "l1") for r in ("0.4", "0.6")}
+        expected |= {(m, "icepick", lr, r, e, "2.5", "l1") for e in ("0.3", "0.7") for lr in ("fixed", "icepick")}
+        expected |= {(m, "icepick", "icepick", r, "0.3", t, "l1") for t in ("0.5", "1.5", "2.5")}
+        expected |= {(m, "icepick", "icepick", r, "0.3", "-100", "l1"), (m, "icepick", "fixed", r, "0.3", "1.5", "l1"),
+                     (m, "oneshot", "fixed", r, "0", "0", "l1")}  # the ablation's new arms
+        for c in ("l2", "random", "fpgm", "taylor"):
+            expected |= {(m, "icepick", "icepick", r, "0.3", "1.5", c), (m, "baseline", "fixed", r, "0", "0", c)}
     assert configs == expected
+    # A run under another criterion passes it on; the paper's (l1) runs do not name it.
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", paper_plan):
+        head = re.match(r"rule (run\w*):\n", block)
+        if head:
+            criterion = re.search(r"wildcards: .*criterion=(\w+)", block)
+            assert ("--criterion" in block) == (criterion is not None), block[:300]
+            if criterion:
+                assert f"--criterion {criterion.group(1)}" in block and f"-{criterion.group(1)}/seed" in block
     # Every training or evaluating job asks for the GPU resource and passes its threads on.
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", paper_plan):
         head = re.match(r"rule (\w+):\n", block)
@@ -213,9 +242,20 @@ def test_smoke_profile_plans_the_small_configuration():
     counts = job_counts(out)
     assert counts["data_synth"] == 1 and "data_import" not in counts
     assert counts["pretrain"] == 3 and counts["trace"] == 3 * 2 * 2  # seeds x the smoke's two ratios
-    assert counts["run"] == 3 * 2 * CONFIGS_PER_MODEL
+    assert counts["run"] == 3 * 2 * RUN_CONFIGS_PER_MODEL
+    assert counts["run_criterion"] == 3 * 2 * SMOKE_CRITERIA_CONFIGS
+    for rule in ("fig_ablation", "table_ablation", "fig_criteria", "table_criteria"):  # both groups' figure and table
+        assert counts[rule] == 1, rule
+    assert sum(counts.values()) == 147  # 111 before the two groups
     jobs = planned_jobs(out)
     assert {wc["model"] for rule, wc in jobs if rule == "run"} == {"resnet14", "resnet20", "mobilenetv2_w025"}
+    assert {wc["criterion"] for rule, wc in jobs if rule == "run_criterion"} == {"taylor"}
+
+
+def test_the_mini_configuration_plans_neither_new_group():
+    counts = job_counts(dry_run("--workflow-profile", "profiles/mini"))
+    assert not {"run_criterion", "fig_ablation", "table_ablation", "fig_criteria", "table_criteria"} & set(counts)
+    assert counts["aggregate_group"] == 3 and sum(counts.values()) == 79
 
 
 def test_slurm_profile_parses():
@@ -240,7 +280,7 @@ def test_forcerun_pretrained_reruns_that_model_only(finished_copy):
     out = dry_run("--forcerun", "results/resnet110/pretrained.pt", cwd=finished_copy)
     counts = job_counts(out)
     assert counts["pretrain"] == 1 and counts["weight_shift"] == 1
-    assert counts["trace"] == 2 * N_SEEDS and counts["run"] == N_SEEDS * CONFIGS_PER_MODEL
+    assert counts["trace"] == 2 * N_SEEDS and counts["run"] + counts["run_criterion"] == N_SEEDS * CONFIGS_PER_MODEL
     assert "data_import" not in counts
     for rule, wc in planned_jobs(out):
         if rule in PER_MODEL_RULES:
@@ -255,9 +295,9 @@ def test_forcerun_runs_of_one_model(finished_copy):
     assert len(summaries) == N_SEEDS * CONFIGS_PER_MODEL
     out = dry_run("--forcerun", *summaries, cwd=finished_copy)
     counts = job_counts(out)
-    assert counts["run"] == N_SEEDS * CONFIGS_PER_MODEL
+    assert counts["run"] + counts["run_criterion"] == N_SEEDS * CONFIGS_PER_MODEL
     assert not {"pretrain", "trace", "weight_shift"} & set(counts)
-    assert {wc["model"] for rule, wc in planned_jobs(out) if rule == "run"} == {"mobilenetv2"}
+    assert {wc["model"] for rule, wc in planned_jobs(out) if rule.startswith("run")} == {"mobilenetv2"}
 
 
 # ---------------------------------------------------------------- lint and validation
@@ -291,6 +331,8 @@ def test_invalid_config_fails_naming_the_key(args, key):
         ("experiments:\n  fig3:\n    ratios: [0.4, 1.5]\n", "ratios"),
         ("experiments:\n  fig3:\n    etas: [0.3, 1.0]\n", "etas"),
         ("experiments:\n  table1:\n    theta: -1\n", "theta"),
+        ("experiments:\n  ablation:\n    arms: [no_kd]\n", "arms"),
+        ("experiments:\n  criteria:\n    criteria: [l3]\n", "criteria"),
         ("schedule:\n  p: 0.7\n", "'p'"),
         ("schedule:\n  beta: 0\n", "beta"),
         ("finetune:\n  lr_shape: linear\n", "lr_shape"),
@@ -323,6 +365,14 @@ EXPECTED_TARGETS = [
     "paper_figures/fig3_accuracy.png",
     "paper_figures/fig_thresholds.pdf",
     "paper_figures/fig_lr_schedule.pdf",
+    "paper_figures/fig_ablation.pdf",
+    "paper_figures/fig_ablation.png",
+    "paper_figures/table_ablation.tex",
+    "paper_figures/table_ablation.csv",
+    "paper_figures/fig_criteria.pdf",
+    "paper_figures/fig_criteria.png",
+    "paper_figures/table_criteria.tex",
+    "paper_figures/table_criteria.csv",
     "paper_figures/claims.md",
     "paper_figures/claims.csv",
 ]
@@ -341,15 +391,16 @@ def test_smoke_workflow_end_to_end(tmp_path):
 
     models = ["resnet14", "resnet20", "mobilenetv2_w025"]
     runs = pd.read_csv(cwd / "results/summary/runs.csv")
-    assert len(runs) == len(models) * 2 * CONFIGS_PER_MODEL
+    assert len(runs) == len(models) * 2 * SMOKE_CONFIGS_PER_MODEL
     assert runs["final_acc"].between(0, 100).all()
 
     # the method is visible: ICE-Pick skips some fine-tunings and makes others; pruning costs
     # accuracy and fine-tuning wins some of it back
     steps = pd.read_csv(cwd / "results/summary/steps.csv")
-    ice = steps[steps["method"] == "icepick"]
+    ice = steps[(steps["method"] == "icepick") & (steps["theta"] >= 0)]  # with a threshold
     assert 0.1 < ice["finetuned"].mean() < 0.9
-    assert steps["drop"].mean() > 0 and (steps["drop"] > 0).mean() > 0.5
+    iterative = steps[steps["method"] != "oneshot"]
+    assert iterative["drop"].mean() > 0 and (iterative["drop"] > 0).mean() > 0.5
     tuned = steps[steps["finetuned"].astype(bool)]
     assert (tuned["acc_finetuned"] - tuned["acc_pruned"]).mean() > 0.5
 
@@ -374,6 +425,17 @@ def test_smoke_workflow_end_to_end(tmp_path):
     for cid in ["time-headline", "table1-fewer-ft", "table1-comparable", "time-resnet110-r0.4", "time-mobilenetv2-r0.6"]:
         assert cid in set(claims["id"])
     assert set(claims["holds"]) <= {"yes", "no", "n/a"}
+
+    # the two groups beyond the paper: every arm and criterion of every model, and their claims
+    ablation = pd.read_csv(cwd / "paper_figures/table_ablation.csv")
+    assert len(ablation) == len(models) * 6 and not ablation.duplicated(["model", "arm"]).any()
+    oneshot = runs[runs["method"] == "oneshot"]
+    assert len(oneshot) == len(models) * 2 and (oneshot["n_finetunes"] == 1).all() and (oneshot["n_steps"] == 3).all()
+    criteria = pd.read_csv(cwd / "paper_figures/table_criteria.csv")
+    assert set(criteria["criterion"]) == {"l1", "taylor"} and len(criteria) == len(models) * 2 * 2
+    for model in models:
+        for cid in (f"ablation-threshold-time-{model}", f"ablation-freezing-cost-{model}", f"ablation-oneshot-{model}"):
+            assert claims.set_index("id").loc[cid, "holds"] in {"yes", "no"}, cid
 
     snakemake("--workflow-profile", "profiles/smoke", "--report", "report.html", cwd=cwd, timeout=600)
     assert (cwd / "report.html").stat().st_size > 10000

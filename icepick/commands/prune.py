@@ -137,12 +137,13 @@ def _trace(args: argparse.Namespace) -> int:
 
 def _register_run(subparsers: argparse._SubParsersAction) -> None:
     d = RunConfig()
-    p = subparsers.add_parser("run", help="one pruning experiment: ICE-Pick (Algorithm 1) or the baseline")
+    p = subparsers.add_parser("run", help="one pruning experiment: ICE-Pick (Algorithm 1), the baseline or the one-shot baseline")
     _add_data_args(p)
     _add_finetune_args(p)
     p.add_argument("--trace", type=Path, default=None, help="freeze trace JSON (needed when eta > 0)")
-    p.add_argument("--method", default=d.method, help="icepick (Algorithm 1) or baseline (fine-tune after every step)")
-    p.add_argument("--lr-policy", default=None, help="icepick (Eq. 1) or fixed; default icepick, baseline: fixed")
+    p.add_argument("--method", default=d.method, help="icepick (Algorithm 1), baseline (fine-tune after every step) or oneshot (prune every "
+                        "block at once, then fine-tune one epoch per block)")
+    p.add_argument("--lr-policy", default=None, help="icepick (Eq. 1) or fixed; default icepick, baseline and oneshot: fixed")
     p.add_argument("--theta", type=float, default=d.theta, help="accuracy-drop threshold in points, -100 to 100 (a negative value fine-tunes at every step; the workflow schema allows >= 0 only)")
     p.add_argument("--eta", type=float, default=d.eta, help="fraction of conv layers frozen")
     p.add_argument("--base", type=float, default=d.base, help="Eq. 1 base / the fixed learning rate")
@@ -179,7 +180,7 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    lr_policy = args.lr_policy or ("fixed" if args.method == "baseline" else "icepick")
+    lr_policy = args.lr_policy or ("fixed" if args.method in ("baseline", "oneshot") else "icepick")
     cfg = RunConfig(
         method=args.method, lr_policy=lr_policy, theta=args.theta, eta=args.eta, ratio=args.ratio,
         seed=args.seed, base=args.base, delta=args.delta, p=args.p, beta=args.beta,

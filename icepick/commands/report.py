@@ -7,10 +7,14 @@ tables, figures and claims.md. Every input and output is an explicit file argume
     python -m icepick aggregate weight-shift --inputs W... --out CSV
     python -m icepick table table1 --runs R --out TEX --csv-out CSV [--models M... --paper-role M=P]
     python -m icepick table time-savings --runs R --out TEX --csv-out CSV [--models ... --paper-role ...]
+    python -m icepick table ablation --runs R --out TEX --csv-out CSV [--models ... --paper-role ...]
+    python -m icepick table criteria --runs R --out TEX --csv-out CSV [--models ... --paper-role ...]
     python -m icepick figure weight-shift --weight-shift CSV --out PDF [--png PNG --models ...]
     python -m icepick figure accuracy --runs R --steps T --out PDF [--png PNG --models ... --paper-role ...]
     python -m icepick figure thresholds --runs R --out PDF [--png PNG --models ...]
     python -m icepick figure lr-schedule --out PDF [--png PNG --base --delta --p --beta]
+    python -m icepick figure ablation --runs R --out PDF [--png PNG --models ... --paper-role ...]
+    python -m icepick figure criteria --runs R --out PDF [--png PNG --models ... --paper-role ...]
     python -m icepick claims --runs R --weight-shift CSV --pretrain CSV --out MD [--csv-out CSV ...]
 """
 
@@ -133,6 +137,8 @@ def _register_table(subparsers: argparse._SubParsersAction) -> None:
     for name, func, help_ in (
         ("table1", _table1, "Table 1: fixed vs ICE-Pick lr (from the table1 group's runs.csv)"),
         ("time-savings", _time_savings, "time saved vs the baseline (from the fig3 group's runs.csv)"),
+        ("ablation", _ablation, "ICE-Pick against its ablation arms (from the ablation group's runs.csv)"),
+        ("criteria", _criteria, "ICE-Pick and the baseline per pruning criterion (from the criteria group's runs.csv)"),
     ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--runs", type=Path, required=True, help="runs.csv")
@@ -157,6 +163,14 @@ def _table1(args: argparse.Namespace) -> int:
 
 def _time_savings(args: argparse.Namespace) -> int:
     return _write_table(args, reporting.time_savings, reporting.time_savings_latex)
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    return _write_table(args, reporting.ablation_table, reporting.ablation_latex)
+
+
+def _criteria(args: argparse.Namespace) -> int:
+    return _write_table(args, reporting.criteria_table, reporting.criteria_latex)
 
 
 # ---------------------------------------------------------------- figures
@@ -185,6 +199,16 @@ def _register_figure(subparsers: argparse._SubParsersAction) -> None:
     _add_naming(p)
     p.set_defaults(func=_fig_thresholds)
 
+    for name, func, help_ in (
+        ("ablation", _fig_ablation, "the ablation: final accuracy against training MACs and time"),
+        ("criteria", _fig_criteria, "accuracy, fine-tunings, MACs and time per pruning criterion"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--runs", type=Path, required=True, help=f"runs.csv of the {name} group")
+        _add_figure_out(p)
+        _add_naming(p)
+        p.set_defaults(func=func)
+
     p = sub.add_parser("lr-schedule", help="Eq. 1: max learning rate against alpha")
     p.add_argument("--base", type=float, default=schedule.BASE, help="Eq. 1 base")
     p.add_argument("--delta", type=float, default=schedule.DELTA, help="Eq. 1 Delta")
@@ -211,6 +235,16 @@ def _fig_accuracy(args: argparse.Namespace) -> int:
 
 def _fig_thresholds(args: argparse.Namespace) -> int:
     reporting.plot_thresholds(_read_csv(args.runs), args.out, args.png, args.models)
+    return 0
+
+
+def _fig_ablation(args: argparse.Namespace) -> int:
+    reporting.plot_ablation(_read_csv(args.runs), args.out, args.png, args.models, _roles(args))
+    return 0
+
+
+def _fig_criteria(args: argparse.Namespace) -> int:
+    reporting.plot_criteria(_read_csv(args.runs), args.out, args.png, args.models, _roles(args))
     return 0
 
 

@@ -5,8 +5,10 @@ Pure functions on pandas frames, one module per concern:
 - ``paper``: the paper's numbers, the tolerances of claims.md, model and experiment names;
 - ``aggregate``: run records (summary.json, steps.csv, pretrain.json, weight_shift.csv) ->
   tidy tables under results/summary/ (schemas in docs/architecture.md);
-- ``tables``: Table 1, the time savings and the threshold summary (frames and booktabs LaTeX);
-- ``figures``: Figures 2 and 3, the thresholds and Eq. 1 (matplotlib Agg + seaborn);
+- ``tables``: Table 1, the time savings, the threshold summary, the ablation and the criteria
+  (frames and booktabs LaTeX);
+- ``figures``: Figures 2 and 3, the thresholds, Eq. 1, the ablation and the criteria
+  (matplotlib Agg + seaborn);
 - ``claims``: every quantitative claim of the paper checked against ours.
 
 Tables, figures and claims take aggregated tables only, so restyling never reruns training.
@@ -28,7 +30,15 @@ from icepick.reporting.aggregate import (
     write_text,
 )
 from icepick.reporting.claims import claims, claims_markdown, spearman, weight_shift_stats
-from icepick.reporting.figures import accuracy_curves, plot_accuracy, plot_lr_schedule, plot_thresholds, plot_weight_shift
+from icepick.reporting.figures import (
+    accuracy_curves,
+    plot_ablation,
+    plot_accuracy,
+    plot_criteria,
+    plot_lr_schedule,
+    plot_thresholds,
+    plot_weight_shift,
+)
 from icepick.reporting.paper import (
     PAPER_MODELS,
     PAPER_TABLE1,
@@ -42,6 +52,10 @@ from icepick.reporting.paper import (
     paper_model,
 )
 from icepick.reporting.tables import (
+    ablation_latex,
+    ablation_table,
+    criteria_latex,
+    criteria_table,
     table1,
     table1_latex,
     tex_escape,
@@ -56,6 +70,8 @@ __all__ = [
     "flatten_summary", "aggregate_runs", "merge_aggregates", "aggregate_pretrain", "aggregate_weight_shift",
     "write_text", "write_table",
     "table1", "table1_latex", "time_savings", "time_savings_latex", "threshold_summary", "tex_escape",
+    "ablation_table", "ablation_latex", "criteria_table", "criteria_latex",
     "accuracy_curves", "plot_weight_shift", "plot_accuracy", "plot_thresholds", "plot_lr_schedule",
+    "plot_ablation", "plot_criteria",
     "spearman", "weight_shift_stats", "claims", "claims_markdown",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from icepick.grid import DEFAULT_CRITERION
 from icepick.records import atomic_path, write_csv
 from icepick.reporting.paper import RUN_COLUMNS, RUN_KEYS, experiment_name
 
@@ -25,10 +26,12 @@ def flatten_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     prov = summary.get("provenance") or {}
     row["device"] = prov.get("device")
     row["git_commit"] = prov.get("git_commit")
+    row.setdefault("criterion", DEFAULT_CRITERION)  # records from before the criteria were all the paper's
     missing = [k for k in RUN_KEYS if k not in row]
     if missing:
         raise ValueError(f"summary lacks {', '.join(missing)}; it is not a run summary")
-    row["experiment"] = experiment_name(row["method"], row["lr_policy"], row["ratio"], row["eta"], row["theta"])
+    row["experiment"] = experiment_name(row["method"], row["lr_policy"], row["ratio"], row["eta"], row["theta"],
+                                        row["criterion"])
     return row
 
 

@@ -16,7 +16,7 @@ from icepick.reporting.paper import (
     TOL_ACC_POINTS, TOL_COMPARABLE_POINTS, TOL_EARLY_RHO, TOL_FEWER_FT, TOL_FT_RELATIVE, TOL_MAINTAIN_POINTS,
     TOL_ORDER_RHO, TOL_SAVED_POINTS, TOL_TIME_RELATIVE, display_name, num, order_models, paper_model,
 )
-from icepick.reporting.tables import lr_name, table1, threshold_summary, time_savings
+from icepick.reporting.tables import ablation_table, lr_name, table1, threshold_summary, time_savings
 
 __all__ = ["spearman", "weight_shift_stats", "claims", "claims_markdown", "CLAIM_COLUMNS", "CHECKS"]
 
@@ -98,18 +98,25 @@ class _Claims:
     ice_savings: pd.DataFrame = field(init=False)
     t1: pd.DataFrame = field(init=False)
     thresholds: pd.DataFrame = field(init=False)
+    ablation: pd.DataFrame = field(init=False)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         groups = self.runs["group"].fillna("").astype(str) if "group" in self.runs else pd.Series("", index=self.runs.index)
         member = lambda g: self.runs[groups.str.split(";").apply(lambda gs: g in gs)]  # noqa: E731
         none = self.runs.iloc[:0]
-        fig3, tab1, thr = member("fig3"), member("table1"), member("thresholds")
+        fig3, tab1, thr, abl = member("fig3"), member("table1"), member("thresholds"), member("ablation")
         self.savings = time_savings(fig3 if len(fig3) else none, self.roles, self.order)
         has_ice = (self.savings["eta"] > 0).any()
         self.ice_savings = self.savings[self.savings["eta"] > 0] if has_ice else self.savings
         self.t1 = table1(tab1 if len(tab1) else none, self.roles, self.order)
         self.thresholds = threshold_summary(thr if len(thr) else none, self.order)
+        self.ablation = ablation_table(abl if len(abl) else none, self.roles, self.order)
+
+    def arm(self, model: str, arm: str) -> pd.Series | None:
+        """The ablation table's row of ``model`` and ``arm``, or None."""
+        row = self.ablation[(self.ablation["model"] == model) & (self.ablation["arm"] == arm)]
+        return row.iloc[0] if len(row) else None
 
     def add(self, cid: str, claim: str, source: str, paper: str, ours: str, tolerance: str, ok: bool | None,
             scale: bool = False) -> None:
@@ -255,6 +262,97 @@ def _thresholds(c: _Claims) -> None:
               None if math.isnan(drop) else drop <= TOL_MAINTAIN_POINTS)
 
 
+def _ablation_pairs(c: _Claims, arm: str) -> list[tuple[str, pd.Series, pd.Series]]:
+    """(model, ICE-Pick's row, ``arm``'s row) of every model whose ablation has both."""
+    out = []
+    for model in order_models(c.ablation["model"], c.order):
+        ice, other = c.arm(model, "icepick"), c.arm(model, arm)
+        if ice is not None and other is not None:
+            out.append((model, ice, other))
+    return out
+
+
+def _ablation_threshold(c: _Claims) -> None:
+    """Sec. 1, 3: skipping the fine-tunings of steps whose drop stays under theta saves time,
+    while still maintaining similar accuracy (ICE-Pick against itself without the threshold)."""
+    pairs = _ablation_pairs(c, "no_threshold")
+    for model, ice, other in pairs:
+        name = display_name(model)
+        c.add(f"ablation-threshold-time-{model}", f"Skipping fine-tunings under the threshold saves time ({name}; ablation)",
+              "Sec. 1, 3.1", "faster than fine-tuning at every step (no numbers given)",
+              f"{ice['seconds_mean']:.1f} s with the threshold, {other['seconds_mean']:.1f} s without "
+              f"({ice['n_ft_mean']:.1f} vs {other['n_ft_mean']:.1f} fine-tunings per run)",
+              "mean time with the threshold strictly below that without", bool(ice["seconds_mean"] < other["seconds_mean"]))
+        gap = float(other["acc_mean"] - ice["acc_mean"])
+        c.add(f"ablation-threshold-accuracy-{model}", f"... while still maintaining similar accuracy ({name}; ablation)",
+              "Sec. 1", "similar accuracy (no numbers given)",
+              f"{ice['acc_mean']:.2f}% with the threshold, {other['acc_mean']:.2f}% without ({gap:+.2f} points)",
+              f"at most {TOL_MAINTAIN_POINTS:g} points below ICE-Pick without the threshold", gap <= TOL_MAINTAIN_POINTS)
+    if not pairs:
+        c.add("ablation-threshold-time", "Skipping fine-tunings under the threshold saves time (ablation)", "Sec. 1, 3.1",
+              "faster than fine-tuning at every step", "n/a", "mean time with the threshold strictly below that without", None)
+
+
+def _ablation_freezing(c: _Claims) -> None:
+    """Sec. 3.2: frozen layers are not trained, which reduces the fine-tuning costs (ICE-Pick
+    against itself without freezing: training MACs per fine-tuned image)."""
+    pairs = [(m, i, o) for m, i, o in _ablation_pairs(c, "no_freezing") if i["eta"] > 0]
+    for model, ice, other in pairs:
+        a, b = ice["macs_per_ft_image"], other["macs_per_ft_image"]
+        ok = None if math.isnan(a) or math.isnan(b) else bool(a < b)
+        c.add(f"ablation-freezing-cost-{model}",
+              f"Freezing reduces the cost of a fine-tuning ({display_name(model)}, eta = {num(ice['eta'])}; ablation)",
+              "Sec. 3.2", "cheaper fine-tuning (no numbers given)",
+              f"{_fmt(a / 1e6, 1)} vs {_fmt(b / 1e6, 1)} training MMAC per fine-tuned image"
+              + ("" if math.isnan(a) or math.isnan(b) else f" ({100 * (1 - a / b):.1f}% less)"),
+              "training MACs per fine-tuned image strictly below those without freezing", ok)
+    if not pairs:
+        c.add("ablation-freezing-cost", "Freezing reduces the cost of a fine-tuning (ablation)", "Sec. 3.2",
+              "cheaper fine-tuning", "n/a", "training MACs per fine-tuned image strictly below those without freezing", None)
+
+
+def _ablation_schedule(c: _Claims) -> None:
+    """Sec. 3.3, 4.3: Eq. 1 triggers fewer fine-tunings than the fixed rate for 2 of 3 models, at
+    comparable accuracy, here at the ablation's setting (theta and eta other than Table 1's)."""
+    pairs = _ablation_pairs(c, "fixed_lr")
+    fewer, parts, gaps = 0, [], []
+    for model, ice, fixed in pairs:
+        if fixed["n_ft_mean"] > 0:
+            change = ice["n_ft_mean"] / fixed["n_ft_mean"] - 1
+            fewer += change <= -TOL_FEWER_FT
+            parts.append(f"{display_name(model)} {change:+.0%}")
+        gaps.append(abs(float(ice["acc_mean"] - fixed["acc_mean"])))
+    setting = f"theta = {num(pairs[0][1]['theta'])}%, eta = {num(pairs[0][1]['eta'])}" if pairs else "the ablation's setting"
+    c.add("ablation-eq1-fewer-ft", f"Eq. 1 triggers significantly fewer fine-tunings than the fixed rate for 2 of 3 models ({setting}; ablation)",
+          "Sec. 4.3", "2 of 3 (at Table 1's setting)", f"{fewer} of {len(parts)} ({', '.join(parts)})" if parts else "n/a",
+          f"at least {TOL_FEWER_FT:.0%} fewer per run for at least two thirds of the models",
+          None if not parts else fewer >= math.ceil(2 * len(parts) / 3))
+    worst = max(gaps) if gaps else math.nan
+    c.add("ablation-eq1-comparable", f"Eq. 1 and the fixed rate reach comparable accuracy ({setting}; ablation, worst model)",
+          "Sec. 3.3", "comparable performance", _fmt(worst, 2, " points"),
+          f"largest |Eq. 1 - fixed| <= {TOL_COMPARABLE_POINTS:g} points", None if math.isnan(worst) else worst <= TOL_COMPARABLE_POINTS)
+
+
+def _ablation_oneshot(c: _Claims) -> None:
+    """Sec. 1, 2 (citing Li et al., 2016): iterative pruning that fine-tunes after every step can
+    reach better accuracy than one-shot pruning (the baseline against the one-shot baseline,
+    which trains as many epochs)."""
+    models = [m for m in order_models(c.ablation["model"], c.order)
+              if c.arm(m, "baseline") is not None and c.arm(m, "oneshot") is not None]
+    for model in models:
+        it, one = c.arm(model, "baseline"), c.arm(model, "oneshot")
+        diff = float(it["acc_mean"] - one["acc_mean"])
+        c.add(f"ablation-oneshot-{model}",
+              f"Iterative pruning with a fine-tuning after every step beats one-shot pruning in accuracy ({display_name(model)}; ablation)",
+              "Sec. 1, 2 (citing Li et al., 2016)", "better accuracy than one-shot (no numbers given)",
+              f"baseline {it['acc_mean']:.2f}%, one-shot {one['acc_mean']:.2f}% ({diff:+.2f} points), the same epochs of training",
+              "the baseline's mean final accuracy strictly above the one-shot baseline's", diff > 0)
+    if not models:
+        c.add("ablation-oneshot", "Iterative pruning with a fine-tuning after every step beats one-shot pruning in accuracy (ablation)",
+              "Sec. 1, 2 (citing Li et al., 2016)", "better accuracy than one-shot", "n/a",
+              "the baseline's mean final accuracy strictly above the one-shot baseline's", None)
+
+
 def _weight_shift(c: _Claims) -> None:
     """Sec. 4.1: earlier layers shift less; the ordering of layers is maintained."""
     if c.weight_shift is None or not len(c.weight_shift):
@@ -291,7 +389,8 @@ def _pretrained_context(c: _Claims) -> None:
 #: Every claim check, in the order of claims.md.
 CHECKS = (
     _time_headline, _time_per_model, _freezing_lowers_time, _ratio_lowers_saving, _maintains_accuracy,
-    _table1_values, _fewer_finetunes, _comparable_accuracy, _thresholds, _weight_shift, _pretrained_context,
+    _table1_values, _fewer_finetunes, _comparable_accuracy, _thresholds, _ablation_threshold, _ablation_freezing,
+    _ablation_schedule, _ablation_oneshot, _weight_shift, _pretrained_context,
 )
 
 
@@ -357,6 +456,11 @@ def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None)
         f"- Section 4.1: 'earlier layers shift less' holds when Spearman(layer index, mean shift) >= {TOL_EARLY_RHO:g};"
         f" 'the ordering is maintained' when the mean Spearman correlation between step 1's shifts and every later step's"
         f" is >= {TOL_ORDER_RHO:g} (the freezing decision is taken at step 1).",
+        "- Ablation (`ablation-*`, an experiment the paper does not run): each statement about one part of ICE-Pick is"
+        " tested by removing that part alone, at the ablation group's setting: the threshold (time strictly lower with it,"
+        f" accuracy at most {TOL_MAINTAIN_POINTS:g} points lower), freezing (training MACs per fine-tuned image strictly lower),"
+        " Eq. 1 (as Table 1's claims), and the cited advantage of iterative over one-shot pruning (the baseline's accuracy"
+        " strictly above the one-shot baseline's, which trains as many epochs).",
         "- 'n/a': our results lack what the claim needs (e.g. a model or group not run).",
         "- 'no (scale)': the claim's number depends on the scale of the experiment (the paper's models, CIFAR-10,"
         " 200-epoch pretraining, a GPU); a smaller run is not expected to reproduce it, only the claims about"

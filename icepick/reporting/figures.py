@@ -11,9 +11,10 @@ import pandas as pd
 
 from icepick.records import atomic_path
 from icepick.reporting.paper import display_name, label, order_models
-from icepick.reporting.tables import threshold_summary
+from icepick.reporting.tables import ARM_LABELS, ablation_table, criteria_table, threshold_summary
 
-__all__ = ["accuracy_curves", "plot_weight_shift", "plot_accuracy", "plot_thresholds", "plot_lr_schedule"]
+__all__ = ["accuracy_curves", "plot_weight_shift", "plot_accuracy", "plot_thresholds", "plot_lr_schedule",
+           "plot_ablation", "plot_criteria"]
 
 def accuracy_curves(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per step of every run, with step 0 = the unpruned model (acc_orig)."""
@@ -164,3 +165,81 @@ def plot_lr_schedule(out: str | Path, png: str | Path | None = None, base: float
     _save(fig, out, png)
 
 
+
+
+def _no_data(axes: Any) -> None:
+    axes[0][0].text(0.5, 0.5, "no data", ha="center", va="center")
+
+
+def plot_ablation(runs: pd.DataFrame, out: str | Path, png: str | Path | None = None,
+                  models: Sequence[str] | None = None, roles: Mapping[str, str] | None = None) -> None:
+    """The ablation: final accuracy against training MACs (left) and pruning time (right), one
+    row per model, one marker per arm (mean over seeds, bars = one std)."""
+    plt, sns = _pyplot()
+    table = ablation_table(runs, roles, models)
+    order = order_models(table["model"], models)
+    nrows = max(1, len(order))
+    fig, axes = plt.subplots(nrows, 2, figsize=(9.0, 3.2 * nrows), squeeze=False, layout="constrained")
+    colors = dict(zip(ARM_LABELS, sns.color_palette("colorblind", len(ARM_LABELS))))
+    markers = dict(zip(ARM_LABELS, "o^sDvX"))
+    for i, model in enumerate(order):
+        sub = table[table["model"] == model]
+        for j, (x, xerr, xlabel) in enumerate((("train_macs_mean", "train_macs_std", "training MACs (prune loop)"),
+                                               ("seconds_mean", "seconds_std", "pruning time (s)"))):
+            ax = axes[i][j]
+            for _, r in sub.iterrows():
+                ax.errorbar(r[x], r["acc_mean"], xerr=np.nan_to_num(r[xerr]), yerr=np.nan_to_num(r["acc_std"]),
+                            marker=markers[r["arm"]], color=colors[r["arm"]], capsize=3, ls="none",
+                            label=r["arm_label"], ms=6)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("final accuracy (%)")
+            first = sub.iloc[0]
+            ax.set_title(f"{label(model, roles)}, r = {first['ratio']:g}", fontsize=9)
+        axes[i][0].legend(fontsize=7)
+    if not order:
+        _no_data(axes)
+    _save(fig, out, png)
+
+
+#: The panels of the criteria figure: column of criteria_table, y label.
+_CRITERIA_PANELS = (
+    ("acc_mean", "acc_std", "final accuracy (%)"),
+    ("n_ft_mean", None, "fine-tunings per run"),
+    ("train_macs_mean", "train_macs_std", "training MACs"),
+    ("seconds_mean", "seconds_std", "pruning time (s)"),
+)
+
+
+def plot_criteria(runs: pd.DataFrame, out: str | Path, png: str | Path | None = None,
+                  models: Sequence[str] | None = None, roles: Mapping[str, str] | None = None) -> None:
+    """ICE-Pick and the baseline under each criterion: final accuracy, fine-tunings per run,
+    training MACs and time (rows), one column per model; bars = means over seeds, whiskers = one std."""
+    plt, sns = _pyplot()
+    table = criteria_table(runs, roles, models)
+    order = order_models(table["model"], models)
+    ncols = max(1, len(order))
+    fig, axes = plt.subplots(len(_CRITERIA_PANELS), ncols, figsize=(4.2 * ncols, 2.4 * len(_CRITERIA_PANELS)),
+                             squeeze=False, layout="constrained")
+    colors = dict(zip(("icepick", "baseline"), sns.color_palette("colorblind", 2)))
+    names = {"icepick": "ICE-Pick", "baseline": "baseline"}
+    for j, model in enumerate(order):
+        sub = table[table["model"] == model]
+        criteria = list(dict.fromkeys(sub["criterion"]))
+        x = np.arange(len(criteria))
+        for i, (col, err, ylabel) in enumerate(_CRITERIA_PANELS):
+            ax = axes[i][j]
+            for k, method in enumerate(("icepick", "baseline")):
+                cell = sub[sub["method"] == method].set_index("criterion").reindex(criteria)
+                yerr = np.nan_to_num(cell[err].to_numpy(dtype=float)) if err else None
+                ax.bar(x + (k - 0.5) * 0.38, cell[col].to_numpy(dtype=float), 0.38, yerr=yerr, capsize=2,
+                       color=colors[method], label=names[method])
+            ax.set_xticks(x, criteria, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            if i == 0:
+                ax.set_title(f"{label(model, roles)}, r = {sub['ratio'].iloc[0]:g}", fontsize=9)
+                ax.legend(fontsize=7)
+        lo = sub["acc_mean"].min() - 2 * max(1.0, float(np.nan_to_num(sub["acc_std"]).max()))
+        axes[0][j].set_ylim(max(0.0, lo), None)
+    if not order:
+        _no_data(axes)
+    _save(fig, out, png)

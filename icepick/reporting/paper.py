@@ -18,8 +18,8 @@ __all__ = [
 
 # ---------------------------------------------------------------- the paper's numbers
 
-#: The identity of one run: its model, configuration and seed.
-RUN_KEYS = ["model", "method", "lr_policy", "ratio", "eta", "theta", "seed"]
+#: The identity of one run: its model, configuration (with the pruning criterion) and seed.
+RUN_KEYS = ["model", "method", "lr_policy", "ratio", "eta", "theta", "criterion", "seed"]
 
 #: Columns of runs.csv, in order (architecture.md); other scalars of summary.json follow them.
 RUN_COLUMNS = [

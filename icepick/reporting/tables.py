@@ -8,12 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from icepick.grid import ABLATION_ARMS, DEFAULT_CRITERION, ablation_arm
 from icepick.reporting.paper import (
     PAPER_RUNS, PAPER_TABLE1, PAPER_TIME_SAVED, display_name, label, num, order_models, paper_model,
 )
 
 __all__ = ["table1", "table1_latex", "time_savings", "time_savings_latex", "threshold_summary", "tex_escape",
-           "lr_name"]
+           "lr_name", "ARM_LABELS", "with_arms", "ablation_table", "ablation_latex", "criteria_table", "criteria_latex"]
 
 # ---------------------------------------------------------------- tables
 
@@ -214,3 +215,174 @@ def threshold_summary(runs: pd.DataFrame, models: Sequence[str] | None = None) -
                                        "seconds_std", "n_ft_mean"])
 
 
+
+
+# ---------------------------------------------------------------- the ablation and the criteria
+
+#: How the ablation's arms are named in its table and figure, in display order.
+ARM_LABELS = {
+    "icepick": "ICE-Pick",
+    "no_threshold": "no threshold",
+    "no_freezing": "no freezing",
+    "fixed_lr": "fixed lr (no Eq. 1)",
+    "baseline": "baseline",
+    "oneshot": "one-shot",
+}
+assert list(ARM_LABELS) == ["icepick", *ABLATION_ARMS]
+
+#: The columns of the per-cell statistics of the ablation and criteria tables.
+_STAT_COLUMNS = ["n_seeds", "acc_mean", "acc_std", "n_ft_mean", "train_macs_mean", "train_macs_std",
+                 "seconds_mean", "seconds_std", "macs_per_ft_image"]
+
+
+def _stats(cell: pd.DataFrame) -> dict[str, Any]:
+    """Means (and standard deviations over seeds) of one cell's runs: final accuracy,
+    fine-tunings, training MACs and seconds of the prune loop (the freeze trace apart, as in
+    the time savings), and the training MACs per fine-tuned image."""
+    def std(col: str) -> float:
+        return float(cell[col].std(ddof=1)) if len(cell) > 1 else math.nan
+
+    per_image = math.nan  # training MACs per fine-tuned image: what freezing saves
+    if "total_ft_samples" in cell and (cell["total_ft_samples"] > 0).all():
+        per_image = float((cell["total_train_macs"] / cell["total_ft_samples"]).mean())
+
+    return {
+        "n_seeds": int(cell["seed"].nunique()),
+        "acc_mean": float(cell["final_acc"].mean()), "acc_std": std("final_acc"),
+        "n_ft_mean": float(cell["n_finetunes"].mean()),
+        "train_macs_mean": float(cell["total_train_macs"].mean()), "train_macs_std": std("total_train_macs"),
+        "seconds_mean": float(cell["total_seconds"].mean()), "seconds_std": std("total_seconds"),
+        "macs_per_ft_image": per_image,
+    }
+
+
+def _criterion_column(runs: pd.DataFrame) -> pd.Series:
+    """The criterion of every run (records written before criteria existed were all the paper's)."""
+    if "criterion" not in runs:
+        return pd.Series(DEFAULT_CRITERION, index=runs.index)
+    return runs["criterion"].fillna(DEFAULT_CRITERION).astype(str)
+
+
+def with_arms(runs: pd.DataFrame) -> pd.DataFrame:
+    """The ablation's runs (the paper's criterion) with an ``arm`` column (:func:`icepick.grid.ablation_arm`)."""
+    runs = runs[_criterion_column(runs) == DEFAULT_CRITERION]
+    arms = [ablation_arm(m, lr, eta, theta) for m, lr, eta, theta in
+            zip(runs["method"], runs["lr_policy"], runs["eta"], runs["theta"])]
+    return runs.assign(arm=pd.Series(arms, index=runs.index, dtype=object))
+
+
+def ablation_table(runs: pd.DataFrame, roles: Mapping[str, str] | None = None,
+                   models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The ablation from its runs: one row per (model, arm), arms in :data:`ARM_LABELS` order.
+
+    Columns: model, label, arm, arm_label, ratio, eta, theta, then n_seeds, acc_mean, acc_std,
+    n_ft_mean, train_macs_mean, train_macs_std, seconds_mean, seconds_std, macs_per_ft_image, and the accuracy
+    difference to ICE-Pick and the training MACs and seconds relative to ICE-Pick's
+    (``acc_vs_icepick`` in points, ``macs_vs_icepick`` and ``seconds_vs_icepick`` as ratios).
+    """
+    runs = with_arms(runs)
+    rows = []
+    for model in order_models(runs["model"], models):
+        sub = runs[runs["model"] == model]
+        cells = {arm: sub[sub["arm"] == arm] for arm in ARM_LABELS if (sub["arm"] == arm).any()}
+        ref = _stats(cells["icepick"]) if "icepick" in cells else None
+        for arm, cell in cells.items():
+            stats = _stats(cell)
+            rows.append({
+                "model": model, "label": label(model, roles), "arm": arm, "arm_label": ARM_LABELS[arm],
+                "ratio": float(cell["ratio"].iloc[0]), "eta": float(cell["eta"].iloc[0]),
+                "theta": float(cell["theta"].iloc[0]), **stats,
+                "acc_vs_icepick": stats["acc_mean"] - ref["acc_mean"] if ref else math.nan,
+                "macs_vs_icepick": _ratio(stats["train_macs_mean"], ref["train_macs_mean"]) if ref else math.nan,
+                "seconds_vs_icepick": _ratio(stats["seconds_mean"], ref["seconds_mean"]) if ref else math.nan,
+            })
+    return pd.DataFrame(rows, columns=["model", "label", "arm", "arm_label", "ratio", "eta", "theta", *_STAT_COLUMNS,
+                                       "acc_vs_icepick", "macs_vs_icepick", "seconds_vs_icepick"])
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def _macs(x: float) -> str:
+    """Training MACs in units of 10^12 (TMAC)."""
+    return "--" if math.isnan(x) else f"{x / 1e12:.3g}"
+
+
+def ablation_latex(table: pd.DataFrame) -> str:
+    """The ablation as a booktabs tabular: one block per model, one row per arm."""
+    header = (r"Model & Arm & $\eta$ & $\theta$ & Accuracy (\%) & \#Ft & Train TMAC & Time (s) & Time / ICE-Pick \\")
+    blocks = []
+    for _, sub in table.groupby("model", sort=False):
+        blocks.append([[
+            tex_escape(r["label"]), tex_escape(r["arm_label"]), num(r["eta"]),
+            num(r["theta"]) if r["arm"] not in ("baseline", "oneshot", "no_threshold") else "--",
+            _pm(r["acc_mean"], r["acc_std"]), f"{r['n_ft_mean']:.1f}", _macs(r["train_macs_mean"]),
+            _pm(r["seconds_mean"], r["seconds_std"], 1), "--" if math.isnan(r["seconds_vs_icepick"]) else f"{r['seconds_vs_icepick']:.2f}",
+        ] for _, r in sub.iterrows()])
+    ratios = ", ".join(f"{display_name(m)} r={num(r)}" for m, r in table.groupby("model", sort=False)["ratio"].first().items())
+    return _tabular([
+        "% Ablation of ICE-Pick (generated by icepick.reporting; do not edit).",
+        f"% Pruning ratios: {ratios}. Means over seeds (+- std); #Ft: fine-tunings per run (the one-shot",
+        "% baseline: one, of one epoch per block); training MACs and time of the prune loop (freeze trace apart).",
+    ], "llrrrrrrr", header, blocks)
+
+
+def criteria_table(runs: pd.DataFrame, roles: Mapping[str, str] | None = None,
+                   models: Sequence[str] | None = None, criteria: Sequence[str] | None = None) -> pd.DataFrame:
+    """The criteria group from its runs: one row per (model, criterion, method).
+
+    Columns: model, label, criterion, method, ratio, eta, theta, then n_seeds, acc_mean,
+    acc_std, n_ft_mean, train_macs_mean, train_macs_std, seconds_mean, seconds_std,
+    macs_per_ft_image. Criteria in
+    the order of ``criteria`` (default: as found, the paper's first).
+    """
+    runs = runs.assign(criterion=_criterion_column(runs))
+    found = list(dict.fromkeys(runs["criterion"]))
+    order = list(criteria) if criteria else sorted(found, key=lambda c: (c != DEFAULT_CRITERION, found.index(c)))
+    rows = []
+    for model in order_models(runs["model"], models):
+        sub = runs[runs["model"] == model]
+        for criterion in [c for c in order if c in found]:
+            for method in ("icepick", "baseline"):
+                cell = sub[(sub["criterion"] == criterion) & (sub["method"] == method)]
+                if cell.empty:
+                    continue
+                rows.append({
+                    "model": model, "label": label(model, roles), "criterion": criterion, "method": method,
+                    "ratio": float(cell["ratio"].iloc[0]), "eta": float(cell["eta"].iloc[0]),
+                    "theta": float(cell["theta"].iloc[0]), **_stats(cell),
+                })
+    return pd.DataFrame(rows, columns=["model", "label", "criterion", "method", "ratio", "eta", "theta", *_STAT_COLUMNS])
+
+
+def criteria_latex(table: pd.DataFrame) -> str:
+    """The criteria table as a booktabs tabular: one block per model, ICE-Pick and the baseline
+    side by side for each criterion."""
+    header = (r"Model & Criterion & Acc.\ ICE-Pick (\%) & Acc.\ baseline (\%) & \#Ft ICE-Pick & "
+              r"TMAC ICE-Pick & TMAC baseline & Time ICE-Pick (s) & Time baseline (s) \\")
+    blocks = []
+    for model, sub in table.groupby("model", sort=False):
+        block = []
+        for criterion, cell in sub.groupby("criterion", sort=False):
+            by = {r["method"]: r for _, r in cell.iterrows()}
+            ice, base = by.get("icepick"), by.get("baseline")
+
+            def get(r: Any, fmt: Any) -> str:
+                return "--" if r is None else fmt(r)
+
+            block.append([
+                tex_escape(cell["label"].iloc[0]), tex_escape(str(criterion)),
+                get(ice, lambda r: _pm(r["acc_mean"], r["acc_std"])), get(base, lambda r: _pm(r["acc_mean"], r["acc_std"])),
+                get(ice, lambda r: f"{r['n_ft_mean']:.1f}"),
+                get(ice, lambda r: _macs(r["train_macs_mean"])), get(base, lambda r: _macs(r["train_macs_mean"])),
+                get(ice, lambda r: f"{r['seconds_mean']:.1f}"), get(base, lambda r: f"{r['seconds_mean']:.1f}"),
+            ])
+        blocks.append(block)
+    setting = table.loc[table["method"] == "icepick", ["ratio", "eta", "theta"]].drop_duplicates()
+    what = "; ".join(f"r={num(r.ratio)}, eta={num(r.eta)}, theta={num(r.theta)}" for r in setting.itertuples()) or "--"
+    return _tabular([
+        "% ICE-Pick and the baseline under each pruning criterion (generated by icepick.reporting; do not edit).",
+        f"% ICE-Pick: {what}. Means over seeds (+- std); #Ft: fine-tunings per run (the baseline: every step);",
+        "% training MACs and time of the prune loop (freeze trace apart).",
+    ], "llrrrrrrr", header, blocks)

@@ -21,8 +21,8 @@ rule aggregate_group:
 
 rule aggregate_all:
     input:
-        runs=expand("results/summary/{group}/runs.csv", group=GROUPS),
-        steps=expand("results/summary/{group}/steps.csv", group=GROUPS),
+        runs=expand("results/summary/{group}/runs.csv", group=ACTIVE_GROUPS),
+        steps=expand("results/summary/{group}/steps.csv", group=ACTIVE_GROUPS),
     output:
         runs=report("results/summary/runs.csv", caption="../report/runs.rst", category="Data"),
         steps="results/summary/steps.csv",

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir)))  # icepick/ beside the Snakefile, installed or not
 
 from icepick import grid
-from icepick.grid import GROUPS, RUN_DIR, RUN_NAME, num, pretrained_path
+from icepick.grid import GROUPS, RUN_DIR, RUN_DIR_CRITERION, RUN_NAME, RUN_NAME_CRITERION, num, pretrained_path
 
 DATA_IMPORT_MARKER = f"{config['data']['root']}/manifest.json"  # written last by `icepick data import`
 DATA_SYNTH_MARKER = f"{config['data']['root']}/cifar-10-batches-py/icepick_synthetic.json"
@@ -21,13 +21,14 @@ PRETRAINED = pretrained_path("{model}")
 
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
-    method="icepick|baseline",
+    method="icepick|baseline|oneshot",
     lr_policy="icepick|fixed",
     ratio=r"\d+(\.\d+)?",
     eta=r"\d+(\.\d+)?",
-    theta=r"\d+(\.\d+)?",
+    theta=r"-?\d+(\.\d+)?",  # negative: ICE-Pick without the threshold (the ablation)
     seed=r"\d+",
     group="|".join(GROUPS),
+    criterion="|".join(c for c in grid.CRITERION_NAMES if c != grid.DEFAULT_CRITERION),  # l1 runs: no suffix
 
 
 # Aggregation, tables and figures are quick: on a cluster they run where Snakemake runs.
@@ -43,8 +44,12 @@ localrules:
     fig3_accuracy,
     fig_thresholds,
     fig_lr_schedule,
+    fig_ablation,
+    fig_criteria,
     table1,
     table_time_savings,
+    table_ablation,
+    table_criteria,
     claims,
 
 
@@ -57,6 +62,8 @@ def _check_config():
                          "torchvision:<builder>, python:<module>:<factory>")
     for model in config["models"]:
         grid.table1_ratio(config, model)  # a ratio for every model (its own, its paper role's, or default)
+        for group in GROUPS:
+            grid.group_runs(config, group, model)  # known ablation arms and criteria
     s = config["schedule"]
     if not s["delta"] < s["base"]:
         raise ValueError(
@@ -70,9 +77,21 @@ _check_config()
 
 # ---------------------------------------------------------------- the experiment grid
 
+ACTIVE_GROUPS = grid.active_groups(config)  # a group configured empty makes no aggregate, figure or table
+#: The figure and table of each group that has its own (those of the paper's groups are always made).
+GROUP_OUTPUTS = {
+    "ablation": ["paper_figures/fig_ablation.pdf", "paper_figures/table_ablation.tex"],
+    "criteria": ["paper_figures/fig_criteria.pdf", "paper_figures/table_criteria.tex"],
+}
+
 
 def group_aggregate_inputs(wildcards):
     """Every run record of one experiment group (every model and seed)."""
+    if wildcards.group not in ACTIVE_GROUPS:
+        raise ValueError(
+            f"experiments.{wildcards.group}: the group has no runs in this configuration; "
+            "configure its runs (config/config.yaml shows how) to make its aggregate, figure or table"
+        )
     return {
         "summaries": grid.group_run_files(config, wildcards.group, "summary.json"),
         "steps": grid.group_run_files(config, wildcards.group, "steps.csv"),
@@ -97,6 +116,7 @@ def all_targets():
         "paper_figures/fig3_accuracy.pdf",
         "paper_figures/fig_thresholds.pdf",
         "paper_figures/fig_lr_schedule.pdf",
+        *[path for group in ACTIVE_GROUPS for path in GROUP_OUTPUTS.get(group, [])],
         "paper_figures/claims.md",
     ]
 
@@ -193,6 +213,13 @@ def finetune_options():
         ("--kd-weight", f["kd_weight"]),
         ("--precision", config["precision"]),
     ])
+
+
+def run_params(wildcards):
+    """Options of `icepick run` from the configuration, and --criterion for a run under a
+    criterion other than the paper's (the paper's runs keep their command line as it was)."""
+    criterion = getattr(wildcards, "criterion", None)
+    return run_options() + (f" --criterion {criterion}" if criterion else "")
 
 
 def run_options():

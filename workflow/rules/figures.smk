@@ -118,6 +118,82 @@ rule fig_lr_schedule:
         " --beta {params.beta} --out {output.pdf} --png {output.png} > {log} 2>&1"
 
 
+rule fig_ablation:
+    input:
+        runs="results/summary/ablation/runs.csv",
+    output:
+        pdf="paper_figures/fig_ablation.pdf",
+        png=report("paper_figures/fig_ablation.png", caption="../report/ablation.rst", category="Figures"),
+    log:
+        "logs/paper_figures/fig_ablation.log",
+    benchmark:
+        "results/benchmarks/paper_figures/fig_ablation.tsv"
+    params:
+        options=report_options(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick figure ablation --runs {input.runs} --out {output.pdf}"
+        " --png {output.png} {params.options} > {log} 2>&1"
+
+
+rule table_ablation:
+    input:
+        runs="results/summary/ablation/runs.csv",
+    output:
+        tex="paper_figures/table_ablation.tex",
+        csv=report("paper_figures/table_ablation.csv", caption="../report/ablation.rst", category="Tables"),
+    log:
+        "logs/paper_figures/table_ablation.log",
+    benchmark:
+        "results/benchmarks/paper_figures/table_ablation.tsv"
+    params:
+        options=report_options(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick table ablation --runs {input.runs} --out {output.tex}"
+        " --csv-out {output.csv} {params.options} > {log} 2>&1"
+
+
+rule fig_criteria:
+    input:
+        runs="results/summary/criteria/runs.csv",
+    output:
+        pdf="paper_figures/fig_criteria.pdf",
+        png=report("paper_figures/fig_criteria.png", caption="../report/criteria.rst", category="Figures"),
+    log:
+        "logs/paper_figures/fig_criteria.log",
+    benchmark:
+        "results/benchmarks/paper_figures/fig_criteria.tsv"
+    params:
+        options=report_options(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick figure criteria --runs {input.runs} --out {output.pdf}"
+        " --png {output.png} {params.options} > {log} 2>&1"
+
+
+rule table_criteria:
+    input:
+        runs="results/summary/criteria/runs.csv",
+    output:
+        tex="paper_figures/table_criteria.tex",
+        csv=report("paper_figures/table_criteria.csv", caption="../report/criteria.rst", category="Tables"),
+    log:
+        "logs/paper_figures/table_criteria.log",
+    benchmark:
+        "results/benchmarks/paper_figures/table_criteria.tsv"
+    params:
+        options=report_options(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m icepick table criteria --runs {input.runs} --out {output.tex}"
+        " --csv-out {output.csv} {params.options} > {log} 2>&1"
+
+
 rule claims:
     input:
         runs="results/summary/runs.csv",

@@ -1,5 +1,6 @@
 # The pruning experiments: the freeze trace (once per model, seed and ratio) and the runs, one
-# per model x configuration x seed, every setting in the path.
+# per model x configuration x seed, every setting in the path (a criterion other than the
+# paper's L1 as a suffix: rule run_criterion).
 
 
 rule trace:
@@ -40,7 +41,7 @@ rule run:
     params:
         data=data_dir,
         trace=trace_option,
-        options=run_options(),
+        options=run_params,
         device=device_options(),
     threads: THREADS
     resources:
@@ -53,3 +54,16 @@ rule run:
         " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
         " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
         " {params.options} {params.device} --threads {threads} > {log} 2>&1"
+
+
+# The same run under another pruning criterion (the criteria group): the criterion ends the
+# configuration's folder name; the freeze trace is the same as the L1 run's.
+use rule run as run_criterion with:
+    output:
+        summary=f"{RUN_DIR_CRITERION}/summary.json",
+        steps=f"{RUN_DIR_CRITERION}/steps.csv",
+        model=f"{RUN_DIR_CRITERION}/pruned.pt",
+    log:
+        f"logs/{RUN_NAME_CRITERION}.log",
+    benchmark:
+        f"results/benchmarks/{RUN_NAME_CRITERION}.tsv"
