@@ -10,6 +10,7 @@ import argparse
 import difflib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -132,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     # Our own checks raise ValueError (ConfigError, DataIntegrityError) with a message for the
     # user; OSError covers missing files, folders that cannot be written and no free GPU slot.
     except (ValueError, OSError, FloatingPointError) as err:

@@ -62,6 +62,17 @@ def test_the_command_line_process_ends_with_all_its_output_written(tmp_path, cap
     assert failed.returncode == 2 and "missing.yaml" in failed.stderr
 
 
+def test_a_listing_read_only_in_part_ends_quietly():
+    """`icepick blocks ... | head -1`: when the reader goes away, no error and exit code 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "icepick", "blocks", "--model", "mobilenetv2_w025"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and first.startswith(b"mobilenetv2_w025: 17 pruning steps")
+    assert "error" not in stderr
+
+
 def test_each_subcommand_is_registered_by_the_module_the_cli_imports_for_it():
     import argparse
     import importlib
