@@ -58,10 +58,11 @@ def _model_and_teacher(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return model, teacher.eval()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """One intra-op thread for the test (tiny tensors run faster so on a busy 2-core machine);
-    use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """One intra-op thread for a test module: tiny tensors run much faster so than with two
+    contending threads on a busy CPU (test_algorithm took 32 minutes at two threads on a shared
+    2-core machine). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

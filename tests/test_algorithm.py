@@ -21,14 +21,7 @@ TIME_COLUMNS = ["t_prune", "t_test", "t_finetune", "t_step", "t_cumulative", "t_
 STEPS = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two contending ones on a busy CPU
-    (this module took 32 minutes at two threads on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

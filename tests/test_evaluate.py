@@ -11,13 +11,7 @@ from icepick.pruning import count_macs, layer_macs, prunable_blocks, prune_block
 from icepick.runtime import MEMORY_FORMAT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two contending ones on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_w025"])
