@@ -22,6 +22,9 @@ Example::
 
     python -m benchmarks.pruning_run                       # resnet20, 2000 train / 1000 test images
     python -m benchmarks.pruning_run --steps 2 --repeats 1 --epochs 1   # a quick smoke
+    python -m benchmarks.pruning_run --processes --data data/digits --pretrained results/resnet56_w050/pretrained.pt \
+        --trace results/resnet56_w050/trace/r0.4/seed0.json --steps 27 --batch-size 32 --theta 1.5 \
+        --threads 1 --clock cpu --methods icepick   # the mini's model and data (make mini), every block
     python -m benchmarks.pruning_run --processes --test 250 --epochs 5 --steps 3 --ratio 0.3 \
         --theta 4.5 --batch-size 64 --max-batches 2 --threads 1 --clock cpu   # the smoke run's shape
 """
@@ -43,8 +46,7 @@ import torch
 from benchmarks.common import add_common_args, clock, clock_note, fmt_spread, machine, markdown_table, setup, spread, timed, write_outputs
 from benchmarks.reference import reference_prune_loop, test_loader, train_loader
 from icepick.algorithm import RunConfig, run_experiment
-from icepick.data import load_experiment_data
-from icepick.data import is_synthetic, load_split, synth_cifar10
+from icepick.data import dataset_info, is_synthetic, load_experiment_data, load_split, synth_cifar10
 from icepick.finetune import FinetuneConfig
 from icepick.freezing import choose_frozen, trace_scores
 from icepick.model_files import load_model
@@ -56,28 +58,44 @@ log = logging.getLogger(__name__)
 
 
 def prepare(work: Path, model: str, n_train: int, n_test: int, epochs: int, device: torch.device,
-            trace_ratio: float = 0.4) -> tuple[Path, Path, Path]:
-    """Data folder, pretrained model and freeze trace (paths) under ``work`` (reused when present)."""
+            trace_ratio: float = 0.4, data: Path | None = None, pretrained: Path | None = None,
+            trace: Path | None = None) -> tuple[Path, Path, Path]:
+    """Data folder, pretrained model and freeze trace (paths); what is not given is made under ``work``.
+
+    ``data``: a data set on disk (an import, the real CIFAR-10); default, a generated set of
+    ``n_train``/``n_test`` images. ``pretrained`` and ``trace``: files the pipeline made (a
+    ``pretrained.pt`` and a ``trace/r{ratio}/seed{seed}.json``); default, ``model`` pretrained
+    ``epochs`` epochs with the published recipe and its trace at ``trace_ratio``. What is made
+    is cached under ``work`` and reused.
+    """
     from icepick.algorithm import load_teacher
     from icepick.analysis import freeze_trace
     from icepick.train import PretrainConfig, pretrain
 
-    data = work / f"data-{n_train}-{n_test}"
-    if not is_synthetic(data):
-        synth_cifar10(data, n_train=n_train, n_test=n_test, seed=0)
-    pretrained = work / f"{model}-e{epochs}.pt"
-    if not pretrained.exists():
-        cfg = PretrainConfig(model=model, epochs=epochs, schedule="cosine", device=str(device),
-                             threads=torch.get_num_threads())
-        pretrain(cfg, data, pretrained, work / f"{model}-e{epochs}.csv", work / f"{model}-e{epochs}.json")
-    trace_path = work / f"{model}-e{epochs}-trace.json"
-    if not trace_path.exists():
-        train = load_split(data, "train", device)
-        net, _ = load_model(pretrained, device)
-        trace = freeze_trace(net, load_teacher(pretrained, device), train, trace_ratio, 1e-3,
-                             FinetuneConfig(early_halt=0), seed=0)
-        write_json(trace_path, {"model": model, **trace})
-    return data, pretrained, trace_path
+    if (pretrained is None) != (trace is None):
+        raise ValueError("--pretrained and --trace go together: a model file and its freeze trace")
+    stem = f"{model}-e{epochs}"  # what is made from a given data set is named after it, too
+    if data is None:
+        data = work / f"data-{n_train}-{n_test}"
+        if not is_synthetic(data):
+            synth_cifar10(data, n_train=n_train, n_test=n_test, seed=0)
+    else:
+        stem += f"-{dataset_info(data).digest[:12]}"
+    if pretrained is None:
+        pretrained = work / f"{stem}.pt"
+        if not pretrained.exists():
+            cfg = PretrainConfig(model=model, epochs=epochs, schedule="cosine", device=str(device),
+                                 threads=torch.get_num_threads())
+            pretrain(cfg, data, pretrained, work / f"{stem}.csv", work / f"{stem}.json")
+    if trace is None:
+        trace = work / f"{stem}-trace.json"
+        if not trace.exists():
+            train = load_split(data, "train", device)
+            net, _ = load_model(pretrained, device)
+            record = freeze_trace(net, load_teacher(pretrained, device), train, trace_ratio, 1e-3,
+                                  FinetuneConfig(early_halt=0), seed=0)
+            write_json(trace, {"model": model, **record})
+    return data, pretrained, trace
 
 
 def _ours(cfg: RunConfig, pretrained: Path, data_dir: Path, trace: dict[str, Any], device: torch.device) -> dict:
@@ -136,6 +154,11 @@ def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, tra
         return read_json(out / "summary.json"), seconds
 
 
+def _data_words(source: str) -> str:
+    return {"synthetic": "generated data", "digits": "the digits (real images)",
+            "cifar10": "CIFAR-10"}.get(source, f"the imported {source} set")
+
+
 def render(figures: dict[str, Any]) -> str:
     rows = []
     for r in figures["runs"]:
@@ -148,8 +171,9 @@ def render(figures: dict[str, Any]) -> str:
         ])
     m, s = figures["machine"], figures["setup"]
     text = (f"{clock_note(m)}\n\nCommand: `{figures['command']}`\n\n"
-            f"{s['model']} pretrained {s['epochs']} epochs on generated data ({s['n_train']} train / {s['n_test']} "
-            f"test images, accuracy {s['pretrained_acc']:.1f}%); r = {s['ratio']}; the first {s['steps']} blocks; "
+            f"{s['model']} pretrained {s['epochs']} epochs on {_data_words(s.get('data_source', 'synthetic'))} "
+            f"({s['n_train']} train / {s['n_test']} test images, accuracy {s['pretrained_acc']:.1f}%); "
+            f"r = {s['ratio']}; the first {s['steps']} blocks; "
             + (f"fine-tunings of {s['max_batches']} batches" if s.get("max_batches") else "full-epoch fine-tunings")
             + f" of batch {s.get('batch_size', 128)} in both arms; "
             + ("each run a process of its own (`python -m icepick run` vs `python -m benchmarks.reference_run`), "
@@ -177,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", action="store_true",
                    help="run each arm as a process of its own (python -m icepick run vs python -m "
                         "benchmarks.reference_run): end to end, start-up, reading the data and saving included")
+    p.add_argument("--methods", nargs="+", choices=("icepick", "baseline"), default=["icepick", "baseline"],
+                   help="which arms to run (ICE-Pick with eta and theta, the baseline at lr 0.001)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a data set on disk (icepick data import, or CIFAR-10) in place of the generated one; "
+                        "--train and --test then go unused")
+    p.add_argument("--pretrained", type=Path, default=None,
+                   help="a pretrained model file the pipeline made (with --trace), in place of pretraining "
+                        "--model for --epochs; e.g. the mini's results/resnet56_w050/pretrained.pt")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="the freeze trace of --pretrained at --ratio, e.g. results/resnet56_w050/trace/r0.4/seed0.json")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("results/benchmarks/perf/work"),
                    help="cache of the data set, pretrained model and trace")
@@ -191,7 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.pruning_run: error: --repeats and --steps must be >= 1, --max-batches >= 0", file=sys.stderr)
         return 2
     device = setup(args)
-    data_dir, pretrained, trace_path = prepare(args.work, args.model, args.train, args.test, args.epochs, device)
+    try:
+        data_dir, pretrained, trace_path = prepare(args.work, args.model, args.train, args.test, args.epochs, device,
+                                                   data=args.data, pretrained=args.pretrained, trace=args.trace)
+        info = dataset_info(data_dir)
+        _, meta = load_model(pretrained, "cpu")
+    except (ValueError, OSError) as err:
+        print(f"benchmarks.pruning_run: error: {err}", file=sys.stderr)
+        return 2
+    model_name, epochs = meta.get("model", args.model), meta.get("epochs", args.epochs)
     trace = read_json(trace_path)
     frozen = choose_frozen(load_model(pretrained, "cpu")[0], trace_scores(trace), args.eta)  # as the pipeline's runs
     ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches, batch_size=args.batch_size)
@@ -201,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         RunConfig(method="baseline", lr_policy="fixed", theta=0.0, eta=0.0, ratio=args.ratio,
                   max_steps=args.steps, finetune=ft),
     ]
+    configs = [cfg for cfg in configs if cfg.method in args.methods]
     from icepick.evaluate import accuracy
 
     net, _ = load_model(pretrained, device)
@@ -209,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "pruning_run",
         "command": "python -m benchmarks.pruning_run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(device),
-        "setup": {"model": args.model, "epochs": args.epochs, "n_train": args.train, "n_test": args.test,
+        "setup": {"model": model_name, "epochs": epochs, "n_train": info.n_train, "n_test": info.n_test,
+                  "data": str(data_dir), "data_source": info.source, "data_digest": info.digest,
+                  "pretrained": str(pretrained), "trace": str(trace_path),
                   "ratio": args.ratio, "steps": args.steps, "pretrained_acc": pretrained_acc, "frozen": frozen,
                   "max_batches": args.max_batches, "batch_size": args.batch_size,
                   "mode": "processes" if args.processes else "in-process"},

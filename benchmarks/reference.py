@@ -15,9 +15,10 @@ docs/method.md ("The authors' loop, as facts") and nothing slower than that code
 * evaluation under ``torch.no_grad`` in eval mode, batch 128, one ``.item()`` per batch.
 
 Choices that make it no slower than the original: the teacher is in eval mode, no per-batch
-logging or ``loss.item()``, and the per-channel normalisation uses the pipeline's constants
-(the authors' ImageNet constants cost the same, but would shift the inputs the pretrained
-models were trained on).
+logging or ``loss.item()``, and the per-channel normalisation and the flip setting are the
+data set's, as the pipeline's (the authors' ImageNet constants cost the same, but would
+shift the inputs the pretrained models were trained on; a set whose manifest says no flips,
+such as the digits, gets none, in both arms).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MARKER, Split
+from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MANIFEST, MARKER, Split, dataset_info
 from icepick.pruning import conv_layers, prunable_blocks, prune_block
 from icepick.schedule import step_lr
 
@@ -71,33 +72,45 @@ class ArrayCIFAR10(Dataset):
         return self.transform(img), target
 
 
-def _transforms(augment: bool):
+def _transforms(augment: bool, mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
+                flip: bool = True):
+    """The authors' transform: (flip,) crop with padding 4, ToTensor, Normalize; no augmentation for a test set."""
     import torchvision.transforms as T
 
-    steps = [T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4)] if augment else []
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+    steps = (([T.RandomHorizontalFlip()] if flip else []) + [T.RandomCrop(32, padding=4)]) if augment else []
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+def _file_md5s(root: Path) -> dict[str, str] | None:
+    """md5 per file name of an imported (manifest) or generated (marker) set; None for the real CIFAR-10."""
+    if (root / MANIFEST).is_file():
+        files = json.loads((root / MANIFEST).read_text())["files"]
+        return {Path(name).name: md5 for name, md5 in files.items()}
+    marker = root / BASE_FOLDER / MARKER
+    return json.loads(marker.read_text())["files"] if marker.exists() else None
 
 
 def cifar10_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
     """torchvision's ``CIFAR10`` train and test sets under ``root`` with the authors' transforms.
 
     The files must be there (``download=False``). torchvision checks every file's md5 against
-    the official list; for a set ``icepick.data.synth_cifar10`` generated, against the md5s
-    its marker file records (the same check, other sums).
+    the official list; for a set ``icepick.data.synth_cifar10`` generated or ``icepick data
+    import`` wrote, against the md5s its marker or manifest records (the same check, other
+    sums). Normalisation and flips are the data set's (:func:`icepick.data.dataset_info`).
     """
     from torchvision.datasets import CIFAR10
 
     cls = CIFAR10
-    marker = Path(root) / BASE_FOLDER / MARKER
-    if marker.exists():
-        files = json.loads(marker.read_text())["files"]
-        cls = type("GeneratedCIFAR10", (CIFAR10,), {
+    files = _file_md5s(Path(root))
+    if files is not None:
+        cls = type("StoredCIFAR10", (CIFAR10,), {
             "train_list": [[f"data_batch_{i}", files[f"data_batch_{i}"]] for i in range(1, 6)],
             "test_list": [["test_batch", files["test_batch"]]],
             "meta": {**CIFAR10.meta, "md5": files[CIFAR10.meta["filename"]]},
         })
-    return (cls(str(root), train=True, transform=_transforms(True), download=False),
-            cls(str(root), train=False, transform=_transforms(False), download=False))
+    info = dataset_info(root)
+    return (cls(str(root), train=True, transform=_transforms(True, info.mean, info.std, info.flip), download=False),
+            cls(str(root), train=False, transform=_transforms(False, info.mean, info.std), download=False))
 
 
 def train_loader(data: Split | Dataset, batch_size: int = 128, seed: int = 0) -> DataLoader:
@@ -106,7 +119,7 @@ def train_loader(data: Split | Dataset, batch_size: int = 128, seed: int = 0) ->
     ``data``: a split (wrapped in :class:`ArrayCIFAR10` with the augmenting transforms) or a
     dataset that applies them itself (:func:`cifar10_datasets`).
     """
-    dataset = ArrayCIFAR10(data, _transforms(True)) if isinstance(data, Split) else data
+    dataset = ArrayCIFAR10(data, _transforms(True, data.mean, data.std, data.flip)) if isinstance(data, Split) else data
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
@@ -115,7 +128,7 @@ def train_loader(data: Split | Dataset, batch_size: int = 128, seed: int = 0) ->
 
 def test_loader(data: Split | Dataset, batch_size: int = 128) -> DataLoader:
     """The authors' test loader: no augmentation, in order, batch 128 (``data`` as in :func:`train_loader`)."""
-    dataset = ArrayCIFAR10(data, _transforms(False)) if isinstance(data, Split) else data
+    dataset = ArrayCIFAR10(data, _transforms(False, data.mean, data.std)) if isinstance(data, Split) else data
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=torch.cuda.is_available(),
     )

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from icepick.config import ConfigError
-from icepick.grid import SPEC_PREFIXES, is_model_name, is_model_spec
+from icepick.grid import is_model_name, is_model_spec
 
 __all__ = [
     "PadShortcut",

@@ -58,6 +58,88 @@ def test_reference_reads_the_data_through_torchvisions_cifar10(synth_root, synth
     assert x.shape == (3, 32, 32) and y == synth_splits[1].labels[0].item()
 
 
+@pytest.fixture(scope="module")
+def imported_noflip(tmp_path_factory) -> Path:
+    """An image folder of generated PNGs imported without flips: its own normalisation, 3 classes."""
+    import numpy as np
+    from PIL import Image
+
+    from icepick.data import import_dataset
+
+    src = tmp_path_factory.mktemp("images") / "shapes"
+    rng = np.random.default_rng(3)
+    for c in range(3):
+        (src / f"class{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / f"class{c}" / f"{i}.png")
+    out = tmp_path_factory.mktemp("imported") / "shapes"
+    import_dataset("imagefolder", out, src, flip=False)
+    return out
+
+
+def test_reference_reads_an_imported_set_with_its_own_normalisation_and_flip_setting(imported_noflip):
+    """On an imported set the reference sees the images the pipeline reads, normalised with the
+    manifest's statistics, and never flips them when the manifest says no flips."""
+    from benchmarks.reference import cifar10_datasets
+    from icepick.data import dataset_info, eval_batches, load_split
+
+    info = dataset_info(imported_noflip)
+    assert not info.flip and info.mean != (0.4914, 0.4822, 0.4465)
+    train_set, test_set = cifar10_datasets(imported_noflip)
+    train, test = load_split(imported_noflip, "train"), load_split(imported_noflip, "test")
+    assert torch.equal(torch.from_numpy(train_set.data).permute(0, 3, 1, 2), train.images)
+    x_ours, _ = next(iter(eval_batches(test, batch_size=len(test))))
+    x_ref = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    assert torch.allclose(x_ref, x_ours, atol=1e-5)
+    assert "Flip" not in repr(train_set.transform) and "RandomCrop" in repr(train_set.transform)
+
+
+def test_the_whole_run_benchmark_runs_on_a_given_data_set_model_and_trace(imported_noflip, tmp_path, capsys):
+    """`benchmarks.pruning_run --data --pretrained --trace`: both arms on the files given (nothing
+    pretrained or generated), one step each; the record names the data set and the model."""
+    from benchmarks.pruning_run import main
+    from icepick.algorithm import load_teacher
+    from icepick.analysis import freeze_trace
+    from icepick.data import load_split
+    from icepick.model_files import save_model
+    from icepick.records import write_json
+
+    save_model(build_model("resnet20", num_classes=3), tmp_path / "m.pt", {"kind": "pretrained", "model": "resnet20"})
+    trace = freeze_trace(build_model("resnet20", num_classes=3), load_teacher(tmp_path / "m.pt", "cpu"),
+                         load_split(imported_noflip, "train"), 0.4, seed=0)
+    write_json(tmp_path / "trace.json", {"model": "resnet20", **trace})
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--data", str(imported_noflip), "--pretrained", str(tmp_path / "m.pt"),
+                     "--trace", str(tmp_path / "trace.json"), "--steps", "1", "--max-batches", "1",
+                     "--batch-size", "4", "--repeats", "1", "--methods", "baseline", "--threads", "1",
+                     "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, capsys.readouterr().err
+    figures = json.loads((tmp_path / "out" / "pruning_run.json").read_text())
+    assert figures["setup"]["data_source"] == "imagefolder" and figures["setup"]["pretrained"] == str(tmp_path / "m.pt")
+    (run,) = figures["runs"]
+    assert run["method"] == "baseline" and run["reference_finetunes"] == run["ours_finetunes"] == [1]
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # nothing made
+
+
+def test_the_whole_run_benchmark_needs_a_trace_with_a_given_model(tmp_path, capsys):
+    from benchmarks.pruning_run import main
+    from icepick.model_files import save_model
+
+    save_model(build_model("resnet20"), tmp_path / "m.pt", {"kind": "pretrained"})
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--pretrained", str(tmp_path / "m.pt"), "--work", str(tmp_path / "work"),
+                     "--train", "20", "--test", "10", "--out", str(tmp_path / "out")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--pretrained and --trace go together" in err and len(err.splitlines()) == 1
+
+
 def test_reference_run_prunes_and_fine_tunes_as_asked(synth_root, tmp_path):
     """The reference's whole run as a command: the baseline fine-tunes after every step; the
     pruned model is smaller; the summary states the decisions."""
