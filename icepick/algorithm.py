@@ -679,5 +679,10 @@ def _summary(
 
 
 def read_trace(path: str | Path | None) -> dict[str, Any] | None:
-    """A freeze trace written by ``icepick trace``, or None."""
-    return None if path is None else read_json(path)
+    """A freeze trace written by ``icepick trace``, or None; a missing file raises FileNotFoundError naming it."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such freeze trace (--trace); make it with `python -m icepick trace` "
+                                "or give the path of one")
+    return read_json(path)

@@ -225,6 +225,9 @@ CLI_CASES = [
     ("freeze trace of another architecture", lambda f: _run_args(f, "--eta", "0.3", "--trace", str(f["trace32"])),
      "icepick run: error: trace: {trace32} was written for model 'resnet32', not for 'resnet20' ({m20}); "
      "rerun `icepick trace` for this model"),
+    ("freeze trace that does not exist", lambda f: _run_args(f, "--eta", "0.3", "--trace", str(f["root"] / "nope.json")),
+     "icepick run: error: {root}/nope.json: no such freeze trace (--trace); make it with `python -m icepick trace` "
+     "or give the path of one"),
     ("truncated checkpoint", lambda f: _run_args(f, pretrained="truncated"),
      "icepick run: error: {truncated}: damaged or truncated model file, it cannot be read (…); "
      "delete it and rerun the step that produces it"),
