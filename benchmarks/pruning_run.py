@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import resource
 import subprocess
@@ -98,12 +99,23 @@ def prepare(work: Path, model: str, n_train: int, n_test: int, epochs: int, devi
     return data, pretrained, trace
 
 
+PIECES = ("t_prune", "t_test", "t_finetune")  # as the step records split a step's time
+
+
+def _pieces(steps_csv: Path) -> dict[str, float]:
+    """Seconds per piece of a run, summed over its step records (``steps.csv``)."""
+    with open(steps_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {piece: sum(float(r[piece] or 0.0) for r in rows) for piece in PIECES}
+
+
 def _ours(cfg: RunConfig, pretrained: Path, data_dir: Path, trace: dict[str, Any], device: torch.device) -> dict:
     data = load_experiment_data(data_dir, device)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        return run_experiment(cfg, pretrained, data, out / "steps.csv", out / "summary.json", out / "pruned.pt",
-                              trace if cfg.eta > 0 else None, device, show_progress=False)
+        result = run_experiment(cfg, pretrained, data, out / "steps.csv", out / "summary.json", out / "pruned.pt",
+                                trace if cfg.eta > 0 else None, device, show_progress=False)
+        return {**result, **_pieces(out / "steps.csv")}
 
 
 def _reference(cfg: RunConfig, pretrained: Path, data_dir: Path, frozen: list[str], device: torch.device) -> dict:
@@ -151,7 +163,8 @@ def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, tra
             argv += ["--lr-policy", cfg.lr_policy, "--early-halt", str(cfg.finetune.early_halt),
                      "--steps-out", str(out / "steps.csv"), "--no-progress"]
         seconds = _run_process(argv, out / "log.txt")
-        return read_json(out / "summary.json"), seconds
+        summary = read_json(out / "summary.json")
+        return ({**summary, **_pieces(out / "steps.csv")} if arm == "ours" else summary), seconds
 
 
 def _data_words(source: str) -> str:
@@ -181,7 +194,35 @@ def render(figures: dict[str, Any]) -> str:
             + ". Speed-up = reference seconds / ours, paired per repeat, median (min-max).\n\n")
     text += markdown_table(["method", "eta", "theta", "steps", "reference s", "ours s", "speed-up",
                             "fine-tunings ref", "fine-tunings ours", "final acc ref / ours"], rows)
+    text += ("\n\nWhere the time goes: each piece's seconds summed over a run's steps (wall clock inside the "
+             "run, as the step records split a step: the prune, the evaluation after it, and the fine-tuning "
+             "with the evaluation after it), median over the repeats; the rest is the run's time above less "
+             "the pieces (start-up, reading the data, the teacher, the first evaluation, saving).\n\n")
+    text += markdown_table(["method", "piece", "reference s", "ours s", "reference / ours"], breakdown_rows(figures))
     return text
+
+
+_PIECE_NAMES = {"t_prune": "prune", "t_test": "evaluate after the prune", "t_finetune": "fine-tune and evaluate",
+                "rest": "rest of the run"}
+
+
+def breakdown_rows(figures: dict[str, Any]) -> list[list[Any]]:
+    """Per method and piece: median seconds of each arm and the median paired ratio."""
+    rows = []
+    for r in figures["runs"]:
+        if not r.get("reference_pieces"):
+            continue
+        arms = {}
+        for arm in ("reference", "ours"):
+            arms[arm] = [{**pieces, "rest": total - sum(pieces.values())}
+                         for pieces, total in zip(r[f"{arm}_pieces"], r[f"{arm}_seconds"])]
+        for piece, name in _PIECE_NAMES.items():
+            ref = [p[piece] for p in arms["reference"]]
+            ours = [p[piece] for p in arms["ours"]]
+            ratio = spread([a / b for a, b in zip(ref, ours) if b > 0]) if any(ours) else None
+            rows.append([r["method"], name, f"{spread(ref)['median']:.1f}", f"{spread(ours)['median']:.1f}",
+                         fmt_spread(ratio) if ratio else "-"])
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for cfg in configs:
         run = {"method": cfg.method, "eta": cfg.eta, "theta": cfg.theta, "steps": args.steps,
-               "reference_seconds": [], "ours_seconds": [], "reference_finetunes": [], "ours_finetunes": []}
+               "reference_seconds": [], "ours_seconds": [], "reference_finetunes": [], "ours_finetunes": [],
+               "reference_pieces": [], "ours_pieces": []}
         layers = frozen if cfg.eta > 0 else []
         for rep in range(args.repeats):
             arms = ["reference", "ours"] if rep % 2 == 0 else ["ours", "reference"]
@@ -276,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                     result, sec = timed(lambda: _reference(cfg, pretrained, data_dir, layers, device), device)
                 run[f"{arm}_seconds"].append(sec)
                 run[f"{arm}_finetunes"].append(result["n_finetunes"])
+                run[f"{arm}_pieces"].append({piece: result[piece] for piece in PIECES})
                 run[f"{arm}_final_acc"] = result["final_acc"]
                 log.info("%s repeat %d: %s %.1fs", cfg.method, rep + 1, arm, sec)
         run["speedup"] = spread([r / o for r, o in zip(run["reference_seconds"], run["ours_seconds"])])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MANIFEST, MARKER, Split, dataset_info
 from icepick.pruning import conv_layers, prunable_blocks, prune_block
+from icepick.runtime import synchronize
 from icepick.schedule import step_lr
 
 __all__ = [
@@ -208,6 +210,9 @@ def reference_prune_loop(
     its full epoch (or ``max_batches``), at Eq. 1's rate (ICE-Pick) or ``base_lr`` (baseline).
     Pruning itself is the pipeline's ``prune_block`` (the same work for both arms).
     ``tr`` and ``te``: the training and test loaders (:func:`train_loader`, :func:`test_loader`).
+    The result holds the seconds of each piece, summed over the steps, as the pipeline's step
+    records split them: ``t_prune`` (prune and freeze), ``t_test`` (the evaluation after the
+    prune), ``t_finetune`` (the fine-tuning and the evaluation after it).
     """
     teacher = make_teacher(model)
     params_orig = sum(p.numel() for p in model.parameters())
@@ -216,7 +221,16 @@ def reference_prune_loop(
     steps = blocks[:max_steps] if max_steps else blocks
     finetunes = 0
     acc = acc_orig
+    seconds = {"t_prune": 0.0, "t_test": 0.0, "t_finetune": 0.0}
+
+    def lap(piece: str, start: float) -> float:
+        synchronize(device)
+        now = time.perf_counter()
+        seconds[piece] += now - start
+        return now
+
     for name in steps:
+        start = time.perf_counter()
         prune_block(model, name, ratio)
         layers = {n: (c, b) for n, c, b in conv_layers(model)}
         for param in model.parameters():
@@ -226,11 +240,14 @@ def reference_prune_loop(
                 if module is not None:
                     for param in module.parameters():
                         param.requires_grad_(False)
+        start = lap("t_prune", start)
         acc = reference_accuracy(model, te, device)
+        start = lap("t_test", start)
         if method == "baseline" or acc_orig - acc >= theta:
             alpha = sum(p.numel() for p in model.parameters()) / params_orig
             lr = step_lr("fixed" if method == "baseline" else "icepick", alpha, base_lr, 7.5e-4, 0.12, 50.0)
             reference_finetune(model, teacher, tr, lr, max_batches, device)
             acc = reference_accuracy(model, te, device)
+            lap("t_finetune", start)
             finetunes += 1
-    return {"acc_orig": acc_orig, "final_acc": acc, "n_steps": len(steps), "n_finetunes": finetunes}
+    return {"acc_orig": acc_orig, "final_acc": acc, "n_steps": len(steps), "n_finetunes": finetunes, **seconds}

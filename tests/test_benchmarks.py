@@ -121,6 +121,11 @@ def test_the_whole_run_benchmark_runs_on_a_given_data_set_model_and_trace(import
     assert figures["setup"]["data_source"] == "imagefolder" and figures["setup"]["pretrained"] == str(tmp_path / "m.pt")
     (run,) = figures["runs"]
     assert run["method"] == "baseline" and run["reference_finetunes"] == run["ours_finetunes"] == [1]
+    for arm in ("reference", "ours"):  # where the time went, piece by piece, within the run's time
+        (pieces,) = run[f"{arm}_pieces"]
+        assert set(pieces) == {"t_prune", "t_test", "t_finetune"} and min(pieces.values()) > 0
+        assert sum(pieces.values()) < run[f"{arm}_seconds"][0]
+    assert "| baseline | fine-tune and evaluate |" in (tmp_path / "out" / "pruning_run.md").read_text()
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # nothing made
 
 
