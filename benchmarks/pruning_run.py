@@ -138,8 +138,8 @@ def _process_args(cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: 
     return args + (["--trace", str(trace_path)] if cfg.eta > 0 else [])
 
 
-def _run_process(argv: list[str], log_path: Path) -> float:
-    """Run a child process to its end; seconds on the benchmark's clock (wall, or the child's CPU time)."""
+def _run_process(argv: list[str], log_path: Path) -> tuple[float, float]:
+    """Run a child process to its end: (seconds on the benchmark's clock, wall-clock seconds)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log_path, "w") as log_file:
@@ -149,12 +149,12 @@ def _run_process(argv: list[str], log_path: Path) -> float:
         raise RuntimeError(f"{' '.join(argv[:3])} failed ({code}); its output:\n{log_path.read_text()[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    return cpu if clock() == "cpu" else wall
+    return (cpu if clock() == "cpu" else wall), wall
 
 
 def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, trace_path: Path,
-                 device: torch.device) -> tuple[dict, float]:
-    """One run of ``arm`` ('ours' or 'reference') as a process: (its summary, seconds)."""
+                 device: torch.device) -> tuple[dict, float, float]:
+    """One run of ``arm`` ('ours' or 'reference') as a process: (its summary, seconds, wall-clock seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         argv = [sys.executable, "-m", *(["icepick", "run"] if arm == "ours" else ["benchmarks.reference_run"]),
@@ -162,9 +162,9 @@ def _arm_process(arm: str, cfg: RunConfig, pretrained: Path, data_dir: Path, tra
         if arm == "ours":
             argv += ["--lr-policy", cfg.lr_policy, "--early-halt", str(cfg.finetune.early_halt),
                      "--steps-out", str(out / "steps.csv"), "--no-progress"]
-        seconds = _run_process(argv, out / "log.txt")
+        seconds, wall = _run_process(argv, out / "log.txt")
         summary = read_json(out / "summary.json")
-        return ({**summary, **_pieces(out / "steps.csv")} if arm == "ours" else summary), seconds
+        return ({**summary, **_pieces(out / "steps.csv")} if arm == "ours" else summary), seconds, wall
 
 
 def _data_words(source: str) -> str:
@@ -196,7 +196,7 @@ def render(figures: dict[str, Any]) -> str:
                             "fine-tunings ref", "fine-tunings ours", "final acc ref / ours"], rows)
     text += ("\n\nWhere the time goes: each piece's seconds summed over a run's steps (wall clock inside the "
              "run, as the step records split a step: the prune, the evaluation after it, and the fine-tuning "
-             "with the evaluation after it), median over the repeats; the rest is the run's time above less "
+             "with the evaluation after it), median over the repeats; the rest is the run's wall-clock time less "
              "the pieces (start-up, reading the data, the teacher, the first evaluation, saving).\n\n")
     text += markdown_table(["method", "piece", "reference s", "ours s", "reference / ours"], breakdown_rows(figures))
     return text
@@ -215,13 +215,13 @@ def breakdown_rows(figures: dict[str, Any]) -> list[list[Any]]:
         arms = {}
         for arm in ("reference", "ours"):
             arms[arm] = [{**pieces, "rest": total - sum(pieces.values())}
-                         for pieces, total in zip(r[f"{arm}_pieces"], r[f"{arm}_seconds"])]
+                         for pieces, total in zip(r[f"{arm}_pieces"], r[f"{arm}_wall"])]
         for piece, name in _PIECE_NAMES.items():
             ref = [p[piece] for p in arms["reference"]]
             ours = [p[piece] for p in arms["ours"]]
-            ratio = spread([a / b for a, b in zip(ref, ours) if b > 0]) if any(ours) else None
+            positive = min(ref + ours) > 0  # a ratio of the pieces only where every one was measured
             rows.append([r["method"], name, f"{spread(ref)['median']:.1f}", f"{spread(ours)['median']:.1f}",
-                         fmt_spread(ratio) if ratio else "-"])
+                         fmt_spread(spread([a / b for a, b in zip(ref, ours)])) if positive else "-"])
     return rows
 
 
@@ -304,19 +304,24 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in configs:
         run = {"method": cfg.method, "eta": cfg.eta, "theta": cfg.theta, "steps": args.steps,
                "reference_seconds": [], "ours_seconds": [], "reference_finetunes": [], "ours_finetunes": [],
-               "reference_pieces": [], "ours_pieces": []}
+               "reference_pieces": [], "ours_pieces": [],
+               "reference_wall": [], "ours_wall": []}
         layers = frozen if cfg.eta > 0 else []
         for rep in range(args.repeats):
             arms = ["reference", "ours"] if rep % 2 == 0 else ["ours", "reference"]
             for arm in arms:
                 torch.manual_seed(cfg.seed)
+                start = time.perf_counter()
                 if args.processes:
-                    result, sec = _arm_process(arm, cfg, pretrained, data_dir, trace_path, device)
+                    result, sec, wall = _arm_process(arm, cfg, pretrained, data_dir, trace_path, device)
                 elif arm == "ours":
                     result, sec = timed(lambda: _ours(cfg, pretrained, data_dir, trace, device), device)
                 else:
                     result, sec = timed(lambda: _reference(cfg, pretrained, data_dir, layers, device), device)
+                if not args.processes:
+                    wall = time.perf_counter() - start
                 run[f"{arm}_seconds"].append(sec)
+                run[f"{arm}_wall"].append(wall)
                 run[f"{arm}_finetunes"].append(result["n_finetunes"])
                 run[f"{arm}_pieces"].append({piece: result[piece] for piece in PIECES})
                 run[f"{arm}_final_acc"] = result["final_acc"]

@@ -124,9 +124,22 @@ def test_the_whole_run_benchmark_runs_on_a_given_data_set_model_and_trace(import
     for arm in ("reference", "ours"):  # where the time went, piece by piece, within the run's time
         (pieces,) = run[f"{arm}_pieces"]
         assert set(pieces) == {"t_prune", "t_test", "t_finetune"} and min(pieces.values()) > 0
-        assert sum(pieces.values()) < run[f"{arm}_seconds"][0]
+        assert sum(pieces.values()) < run[f"{arm}_wall"][0]
     assert "| baseline | fine-tune and evaluate |" in (tmp_path / "out" / "pruning_run.md").read_text()
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # nothing made
+
+
+def test_the_time_breakdown_shows_no_ratio_for_a_piece_that_was_not_measured():
+    """A piece of zero seconds (nothing pruned in it) or a negative rest gives '-', not a failure."""
+    from benchmarks.pruning_run import breakdown_rows
+
+    pieces = {"t_prune": 0.0, "t_test": 1.0, "t_finetune": 4.0}
+    run = {"method": "icepick", "reference_pieces": [pieces, pieces], "ours_pieces": [pieces, pieces],
+           "reference_seconds": [6.0, 6.0], "ours_seconds": [3.0, 3.0],
+           "reference_wall": [6.0, 6.5], "ours_wall": [4.5, 4.9]}
+    rows = {row[1]: row for row in breakdown_rows({"runs": [run]})}
+    assert rows["prune"][4] == "-" and rows["rest of the run"][4] == "-"  # ours' rest is -0.5 and -0.1
+    assert rows["fine-tune and evaluate"][4] == "1.00 (1.00-1.00)"
 
 
 def test_the_whole_run_benchmark_needs_a_trace_with_a_given_model(tmp_path, capsys):
