@@ -541,3 +541,11 @@ N_CASES = len(CLI_CASES) + len(WORKFLOW_CASES) + 1
 def test_the_documented_count_of_cases_is_current():
     doc = (REPO / "docs" / "reliability.md").read_text()
     assert f"**{N_CASES} bad-input cases**" in doc
+
+
+def test_every_case_has_its_row_in_the_documented_table():
+    """docs/reliability.md lists each case by name, in the order of the tests, numbered."""
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    names = [name for name, _, _ in CLI_CASES + WORKFLOW_CASES]
+    for number, name in enumerate(names, 1):
+        assert f"| {number} | {name} |" in doc, f"docs/reliability.md has no row '| {number} | {name} |'"
