@@ -270,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         data_dir, pretrained, trace_path = prepare(args.work, args.model, args.train, args.test, args.epochs, device,
                                                    data=args.data, pretrained=args.pretrained, trace=args.trace)
         info = dataset_info(data_dir)
-        _, meta = load_model(pretrained, "cpu")
+        net_cpu, meta = load_model(pretrained, "cpu")
     except (ValueError, OSError) as err:
         print(f"benchmarks.pruning_run: error: {err}", file=sys.stderr)
         return 2
     model_name, epochs = meta.get("model", args.model), meta.get("epochs", args.epochs)
     trace = read_json(trace_path)
-    frozen = choose_frozen(load_model(pretrained, "cpu")[0], trace_scores(trace), args.eta)  # as the pipeline's runs
+    frozen = choose_frozen(net_cpu, trace_scores(trace), args.eta)  # as the pipeline's runs
     ft = FinetuneConfig(early_halt=0, max_batches=args.max_batches, batch_size=args.batch_size)
     configs = [
         RunConfig(method="icepick", lr_policy="icepick", theta=args.theta, eta=args.eta, ratio=args.ratio,

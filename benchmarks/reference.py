@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MANIFEST, MARKER, Split, dataset_info
+from icepick.data.manifest import read_manifest
 from icepick.pruning import conv_layers, prunable_blocks, prune_block
 from icepick.runtime import synchronize
 from icepick.schedule import step_lr
@@ -86,8 +87,7 @@ def _transforms(augment: bool, mean: tuple[float, ...] = CIFAR10_MEAN, std: tupl
 def _file_md5s(root: Path) -> dict[str, str] | None:
     """md5 per file name of an imported (manifest) or generated (marker) set; None for the real CIFAR-10."""
     if (root / MANIFEST).is_file():
-        files = json.loads((root / MANIFEST).read_text())["files"]
-        return {Path(name).name: md5 for name, md5 in files.items()}
+        return {Path(name).name: md5 for name, md5 in read_manifest(root)[0]["files"].items()}
     marker = root / BASE_FOLDER / MARKER
     return json.loads(marker.read_text())["files"] if marker.exists() else None
 
