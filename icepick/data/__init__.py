@@ -1,16 +1,18 @@
 """Data sets on disk and device-resident batch iterators.
 
-* **On disk** (one format for every data set: the CIFAR-10 python version's pickled batches,
-  :mod:`icepick.data.layout`): the real CIFAR-10 (:mod:`~icepick.data.cifar`: official md5
-  list, download through torchvision), a generated stand-in (:mod:`~icepick.data.synth`),
-  and imported image sets (:mod:`~icepick.data.importing`: CIFAR-10, CIFAR-100, scikit-learn's
-  digits, a folder of class folders) with their ``manifest.json``
-  (:mod:`~icepick.data.manifest`). The reader (:mod:`~icepick.data.reader`) checks every file's
-  md5 before reading, without importing torchvision.
+* **On disk**: imported image sets (:mod:`~icepick.data.importing`: CIFAR-10, CIFAR-100,
+  Fashion-MNIST, MNIST, scikit-learn's digits, a folder of class folders) at any image size
+  and channel count, as one uint8 ``.npy`` of images and one of labels per split
+  (:mod:`~icepick.data.arrays`), with their ``manifest.json`` (:mod:`~icepick.data.manifest`);
+  the real CIFAR-10 (:mod:`~icepick.data.cifar`: official md5 list, download through
+  torchvision) and a generated stand-in (:mod:`~icepick.data.synth`) in CIFAR-10's own
+  pickled batches (:mod:`~icepick.data.layout`). The reader (:mod:`~icepick.data.reader`)
+  checks every file's md5 before reading, without importing torchvision.
 * **On the device** (:mod:`~icepick.data.split`): a :class:`Split` holds a whole split as uint8
-  tensors with its data set's normalisation and flip setting; :func:`train_batches` shuffles,
-  crops and flips on the device; :func:`eval_batches` only normalises. An experiment's splits
-  (train, test, decision) are an :class:`ExperimentData` (:mod:`~icepick.data.experiment`).
+  tensors with its normalisation, flip setting and augmentation (:mod:`~icepick.data.augment`:
+  the CIFAR recipe below 64 pixels, a random resized crop above); :func:`train_batches`
+  shuffles and augments on the device; :func:`eval_batches` only normalises. An experiment's
+  splits (train, test, decision) are an :class:`ExperimentData` (:mod:`~icepick.data.experiment`).
 
 Example::
 
@@ -27,6 +29,7 @@ from icepick.data.cifar import OFFICIAL_MD5, fetch_cifar10, official_digest
 from icepick.data.destination import DestinationError
 from icepick.data.importing import (
     CIFAR100_MD5,
+    IDX_MD5,
     SOURCES,
     DataSourceError,
     MissingExtraError,
@@ -44,8 +47,14 @@ from icepick.data.layout import (
     IncompleteDataError,
 )
 from icepick.data.manifest import FORMAT, DatasetInfo, dataset_info
-from icepick.data.experiment import ExperimentData, check_classes, in_memory_data, load_experiment_data
-from icepick.data.reader import load_cifar10
+from icepick.data.experiment import (
+    ExperimentData,
+    check_classes,
+    in_memory_data,
+    load_experiment_data,
+    resolve_normalization,
+)
+from icepick.data.reader import load_cifar10, read_split
 from icepick.data.split import (
     Split,
     as_split,
@@ -69,6 +78,7 @@ __all__ = [
     "FORMAT",
     "OFFICIAL_MD5",
     "CIFAR100_MD5",
+    "IDX_MD5",
     "SOURCES",
     "SYNTH_DIFFICULTIES",
     "DataIntegrityError",
@@ -84,6 +94,7 @@ __all__ = [
     "fetch_cifar10",
     "synth_cifar10",
     "load_cifar10",
+    "read_split",
     "is_synthetic",
     "Split",
     "load_split",
@@ -98,4 +109,5 @@ __all__ = [
     "in_memory_data",
     "as_split",
     "check_classes",
+    "resolve_normalization",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from icepick.data.arrays import SPLITS, array_files
 from icepick.data.cifar import OFFICIAL_MD5, TGZ
 from icepick.data.layout import BASE_FOLDER, DATA_FILES, MANIFEST, MARKER, md5
 from icepick.records import process_exists
@@ -30,6 +31,7 @@ __all__ = ["DestinationError", "check_destination", "staged_folder", "folder_sou
 _CIFAR10_EXTRAS = {TGZ}  # what `data fetch` (torchvision) leaves beside the batches folder
 _CIFAR10_BASE_EXTRAS = {"readme.html"}  # ... and inside it
 _TEMPORARY = re.compile(r"\..+\.tmp")  # atomic_path's temporaries of a killed writer
+_ARRAYS = set(array_files(SPLITS))  # an import's .npy files
 
 
 class DestinationError(ValueError):
@@ -63,7 +65,8 @@ def folder_source(root: Path) -> tuple[str | None, str]:
         return "", "nothing"
     base = root / BASE_FOLDER
     inner = [p.name for p in base.iterdir()] if base.is_dir() else []
-    unknown = [n for n in top if n not in {MANIFEST, BASE_FOLDER} | _CIFAR10_EXTRAS]
+    unknown = [n for n in top if n not in {MANIFEST, BASE_FOLDER} | _CIFAR10_EXTRAS | _ARRAYS
+               and not _TEMPORARY.fullmatch(n)]
     unknown += [f"{BASE_FOLDER}/{n}" for n in inner
                 if n not in set(DATA_FILES) | {MARKER} | _CIFAR10_BASE_EXTRAS and not _TEMPORARY.fullmatch(n)]
     if (root / BASE_FOLDER).exists() and not base.is_dir():

@@ -1,9 +1,11 @@
 """An imported data set's record (``manifest.json``) and every data set's identity (:func:`dataset_info`).
 
-``<root>/manifest.json`` (format ``icepick-dataset/1``) says where the images came from, how
-they were turned into 32x32 RGB, how they were split, which augmentation suits them, their
-normalisation statistics and the md5 sum of every file. It holds no time stamp: identical
-imports write identical manifests, and the data set's identity is the sha256 of its bytes.
+``<root>/manifest.json`` (format ``icepick-dataset/2``) says where the images came from, what
+was done to them (size, channels), how they were split, which augmentation suits them, their
+normalisation statistics, how they are stored (``layout``: ``npy``, :mod:`icepick.data.arrays`;
+or ``cifar-10-python``, the official CIFAR-10 files kept as they are) and the md5 sum of every
+file. It holds no time stamp: identical imports write identical manifests, and the data set's
+identity is the sha256 of its bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from icepick.data.augment import AUGMENTATIONS, describe
 from icepick.data.cifar import OFFICIAL_MD5, missing_message, official_digest
 from icepick.data.layout import (
     BASE_FOLDER,
@@ -35,26 +38,32 @@ from icepick.records import atomic_path, read_json
 
 __all__ = [
     "FORMAT",
-    "CROP_PADDING",
+    "LAYOUTS",
+    "CIFAR_SHAPE",
     "DatasetInfo",
     "dataset_info",
     "channel_stats",
+    "manifest_bytes",
     "write_manifest",
     "read_manifest",
     "verify_manifest",
     "import_command",
 ]
 
-FORMAT = "icepick-dataset/1"
-CROP_PADDING = 4  # random-crop zero padding (pixels) of every data set, the published CIFAR recipe
+FORMAT = "icepick-dataset/2"
+LAYOUTS = ("npy", "cifar-10-python")
+CIFAR_SHAPE = (3, 32, 32)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """What a run needs to know of its data set, and its identity.
 
-    ``digest``: sha256 of the data set's record (``manifest.json`` of an import, the marker of
-    a generated set, the official md5 list for a plain CIFAR-10 folder).
+    ``image_shape``: ``(C, H, W)`` of every image; ``augmentation``: the training augmentation
+    that suits them (:mod:`icepick.data.augment`); ``mean``/``std``: one number per channel;
+    ``n_val``: images of a validation split stored with the data set (0: none); ``digest``:
+    sha256 of the data set's record (``manifest.json`` of an import, the marker of a generated
+    set, the official md5 list for a plain CIFAR-10 folder).
     """
 
     source: str
@@ -63,37 +72,45 @@ class DatasetInfo:
     n_train: int
     n_test: int
     flip: bool
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     digest: str
+    image_shape: tuple[int, int, int] = CIFAR_SHAPE
+    augmentation: str = "pad_crop"
+    n_val: int = 0
+    layout: str = "cifar-10-python"
 
     def record(self) -> dict[str, Any]:
-        """The data set's identity for a run record: ``{source, digest, num_classes, n_train, n_test}``."""
+        """The data set's identity for a run record: source, digest, classes, sizes, image shape, augmentation."""
+        c, h, w = self.image_shape
         return {"source": self.source, "digest": self.digest, "num_classes": self.num_classes,
-                "n_train": self.n_train, "n_test": self.n_test}
+                "n_train": self.n_train, "n_test": self.n_test, "n_val": self.n_val,
+                "image_shape": list(self.image_shape), "augmentation": describe(self.augmentation, h, w, self.flip)}
 
 
-def channel_stats(rows: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and standard deviation of uint8 ``[N, 3072]`` rows, on 0..1 values.
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images ``[N, C, H, W]``, on 0..1 values.
 
-    Exact (integer sums over the pixel histogram, population std), rounded to 6 decimals: the
-    same images give the same numbers on every machine. A channel that never varies (a
-    greyscale set's is the same in all three, a constant one has none) gets the std of one
-    grey level, 1/255, so that normalising it divides by something.
+    Exact (integer sums over each channel's histogram, population std), rounded to 6
+    decimals: the same images give the same numbers on every machine. A channel that never
+    varies (a constant one) gets the std of one grey level, 1/255, so that normalising it
+    divides by something.
     """
-    images = np.asarray(rows, dtype=np.uint8).reshape(len(rows), 3, 1024)
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"channel_stats: images must be uint8 [N, C, H, W] with N > 0, not {list(images.shape)}")
     values = np.arange(256, dtype=np.int64)
     means, stds = [], []
-    for c in range(3):
-        counts = np.bincount(images[:, c, :].ravel(), minlength=256).astype(np.int64)
+    for c in range(images.shape[1]):
+        counts = np.zeros(256, dtype=np.int64)
+        for start in range(0, len(images), 4096):  # bounded memory on large sets
+            counts += np.bincount(images[start:start + 4096, c].ravel(), minlength=256)
         n = int(counts.sum())
-        if n == 0:
-            raise ValueError("channel_stats: no images")
         s1 = int((counts * values).sum())
         s2 = int((counts * values * values).sum())
         means.append(round(s1 / (n * 255), 6))
         stds.append(round(max(math.sqrt((s2 * n - s1 * s1) / (n * n)), 1.0) / 255, 6))
-    return tuple(means), tuple(stds)  # type: ignore[return-value]
+    return tuple(means), tuple(stds)
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
@@ -117,8 +134,8 @@ def read_manifest(root: Path) -> tuple[dict[str, Any], bytes]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataIntegrityError(
-            f"{path}: not an icepick data set manifest (format {found!r}, expected {FORMAT!r}); "
-            f"import the data set again with `python -m icepick data import`"
+            f"{path}: not an icepick data set manifest of this version (format {found!r}, expected {FORMAT!r}); "
+            f"import the data set again with `python -m icepick data import ... --force`"
         )
     return manifest, data
 
@@ -128,19 +145,32 @@ def import_command(root: Path, manifest: dict[str, Any]) -> str:
     source = manifest.get("source")
     origin = manifest.get("origin") or {}
     split = manifest.get("split") or {}
+    options = manifest.get("options") or {}
     parts = [f"python -m icepick data import --source {source}"]
     if origin.get("path"):
         parts.append(f"--path {origin['path']}")
-    elif source in ("cifar10", "cifar100"):
+    elif source in ("cifar10", "cifar100", "fashion-mnist", "mnist"):
         parts.append("[--path DIR]")
     parts.append(f"--out {root}")
     if split.get("kind") == "stratified":
         parts.append(f"--seed {split.get('seed')} --test-fraction {split.get('test_fraction')}")
+    for key in ("size", "channels", "fit"):
+        if options.get(key) is not None:
+            parts.append(f"--{key} {options[key]}")
     flip = (manifest.get("augmentation") or {}).get("flip")
-    default_flip = source != "digits"
-    if flip is not None and flip != default_flip:
+    if flip is not None and options.get("flip") is not None:
         parts.append("--flip" if flip else "--no-flip")
     return " ".join(parts)
+
+
+def _listed_files(manifest: dict[str, Any]) -> list[str]:
+    """The files a manifest must list: its layout's data files."""
+    from icepick.data.arrays import array_files
+
+    if manifest.get("layout") == "cifar-10-python":
+        return [f"{BASE_FOLDER}/{name}" for name in DATA_FILES]
+    counts = manifest.get("counts") or {}
+    return array_files([split for split in ("train", "val", "test") if split in counts])
 
 
 def verify_manifest(root: Path) -> dict[str, Any]:
@@ -155,10 +185,9 @@ def verify_manifest(root: Path) -> dict[str, Any]:
     manifest, _ = read_manifest(root)
     redo = import_command(root, manifest)
     files = manifest.get("files") or {}
-    for name in DATA_FILES:
-        if f"{BASE_FOLDER}/{name}" not in files:
-            raise DataIntegrityError(f"{root / MANIFEST} lists no md5 for {BASE_FOLDER}/{name}; import the data "
-                                     f"set again: `{redo}`")
+    for name in _listed_files(manifest):
+        if name not in files:
+            raise DataIntegrityError(f"{root / MANIFEST} lists no md5 for {name}; import the data set again: `{redo}`")
     for rel, expected in files.items():
         path = root / rel
         if not path.is_file():
@@ -173,14 +202,21 @@ def verify_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def _floats(values: Sequence[Any], key: str, path: Path) -> tuple[float, float, float]:
-    if not isinstance(values, (list, tuple)) or len(values) != 3:
-        raise DataIntegrityError(f"{path}: {key} must be 3 numbers, one per channel, not {values!r}")
-    return tuple(float(v) for v in values)  # type: ignore[return-value]
+def _floats(values: Sequence[Any], key: str, channels: int, path: Path) -> tuple[float, ...]:
+    if not isinstance(values, (list, tuple)) or len(values) != channels:
+        raise DataIntegrityError(f"{path}: {key} must be {channels} number(s), one per channel, not {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def _shape(value: Any, path: Path) -> tuple[int, int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise DataIntegrityError(f"{path}: image_shape must be [channels, height, width], not {value!r}")
+    return int(value[0]), int(value[1]), int(value[2])
 
 
 def dataset_info(root: str | os.PathLike) -> DatasetInfo:
-    """The data set under ``root``: source, classes, sizes, augmentation, normalisation, identity.
+    """The data set under ``root``: source, classes, sizes, image shape, augmentation, normalisation, identity.
 
     Cheap: it reads the manifest or marker only (no md5 of the image files; the reader checks
     those). A generated set: source 'synthetic', its marker's sha256, the CIFAR-10 classes and
@@ -192,18 +228,27 @@ def dataset_info(root: str | os.PathLike) -> DatasetInfo:
         manifest, data = read_manifest(root)
         path = root / MANIFEST
         try:
+            shape = _shape(manifest["image_shape"], path)
             norm = manifest["normalization"]
             counts = manifest["counts"]
+            augmentation = manifest["augmentation"]
+            if augmentation["kind"] not in AUGMENTATIONS or manifest["layout"] not in LAYOUTS:
+                raise DataIntegrityError(f"{path}: unknown augmentation {augmentation['kind']!r} or layout "
+                                         f"{manifest['layout']!r}; import the data set again")
             return DatasetInfo(
                 source=str(manifest["source"]),
                 num_classes=int(manifest["num_classes"]),
                 classes=tuple(str(c) for c in manifest["classes"]),
                 n_train=int(counts["train"]),
                 n_test=int(counts["test"]),
-                flip=bool(manifest["augmentation"]["flip"]),
-                mean=_floats(norm["mean"], "normalization.mean", path),
-                std=_floats(norm["std"], "normalization.std", path),
+                flip=bool(augmentation["flip"]),
+                mean=_floats(norm["mean"], "normalization.mean", shape[0], path),
+                std=_floats(norm["std"], "normalization.std", shape[0], path),
                 digest=hashlib.sha256(data).hexdigest(),
+                image_shape=shape,
+                augmentation=str(augmentation["kind"]),
+                n_val=int(counts.get("val", 0)),
+                layout=str(manifest["layout"]),
             )
         except (KeyError, TypeError) as err:
             raise DataIntegrityError(f"{path}: incomplete manifest (no {err}); import the data set again") from err

@@ -2,9 +2,10 @@
 
 A :class:`Split` holds a whole split as uint8 tensors on the training device (CIFAR-10 is
 180 MB as uint8), so no DataLoader, worker process or PIL image sits on the hot path, with
-its data set's normalisation and whether horizontal flips suit it. :func:`train_batches`
-shuffles, random-crops (zero padding 4) and flips on the device, vectorised over the batch,
-fully determined by a seed; :func:`eval_batches` only normalises.
+its data set's normalisation, the training augmentation that suits its images
+(:mod:`icepick.data.augment`) and whether horizontal flips suit them. Images have any size
+and channel count. :func:`train_batches` shuffles and augments on the device, vectorised over
+the batch, fully determined by a seed; :func:`eval_batches` only normalises.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from icepick.config import ConfigError, check_choice, check_int
+from icepick.data import augment
 from icepick.data.layout import CIFAR10_MEAN, CIFAR10_STD
-from icepick.data.manifest import CROP_PADDING, channel_stats, dataset_info
-from icepick.data.reader import load_cifar10
+from icepick.data.manifest import channel_stats, dataset_info
+from icepick.data.reader import read_split
 
 __all__ = [
     "as_split",
@@ -33,34 +37,46 @@ __all__ = [
     "eval_batches",
 ]
 
-_PAD = CROP_PADDING  # random-crop zero padding (pixels), the published CIFAR recipe
+Stats = tuple[float, ...] | None
 
 
 @dataclass
 class Split:
-    """A whole split on one device: uint8 images ``[N, 3, 32, 32]`` and int64 labels ``[N]``.
+    """A whole split on one device: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``.
 
-    ``mean``/``std``: the data set's per-channel normalisation (on 0..1 values; CIFAR-10's by
-    default); ``flip``: whether random horizontal flips suit the data set (not for digits).
+    ``mean``/``std``: the per-channel normalisation the model expects (of 0..1 values; one
+    number per channel; CIFAR-10's by default; None for both: the model sees 0..1 values,
+    for a model that normalises its inputs itself). ``flip``: whether random horizontal flips
+    suit the images (not for digits). ``augmentation``: 'pad_crop' or 'random_resized_crop'
+    (:mod:`icepick.data.augment`); None picks the one that suits the image size.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
-    mean: tuple[float, float, float] = CIFAR10_MEAN
-    std: tuple[float, float, float] = CIFAR10_STD
+    mean: Stats = CIFAR10_MEAN
+    std: Stats = CIFAR10_STD
     flip: bool = True
+    augmentation: str | None = None
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1:] != (3, 32, 32):
-            raise ValueError(f"Split.images must be uint8 [N, 3, 32, 32], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or min(self.images.shape[1:], default=0) < 1:
+            raise ValueError(f"Split.images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"Split.labels must be int64 [N], got {self.labels.dtype} {tuple(self.labels.shape)}")
         if self.images.device != self.labels.device:
             raise ValueError("Split.images and Split.labels must be on the same device")
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"Split.mean and Split.std must be 3 numbers (std > 0), got {self.mean} and {self.std}")
+        channels = self.images.shape[1]
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("Split.mean and Split.std must both be given or both be None")
+        if self.mean is not None:
+            self.mean = tuple(float(v) for v in self.mean)
+            self.std = tuple(float(v) for v in self.std)  # type: ignore[union-attr]
+            if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
+                raise ValueError(f"Split.mean and Split.std must be {channels} number(s), one per channel (std > 0), "
+                                 f"got {self.mean} and {self.std}")
+        if self.augmentation is None:
+            self.augmentation = augment.default_augmentation(*self.images.shape[2:])
+        check_choice("augmentation", self.augmentation, augment.AUGMENTATIONS)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -70,75 +86,145 @@ class Split:
         """The device the split lives on."""
         return self.images.device
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of its images."""
+        return tuple(int(v) for v in self.images.shape[1:])  # type: ignore[return-value]
+
     def to(self, device: str | torch.device) -> "Split":
         """This split on ``device`` (self when it is already there)."""
         device = torch.device(device)
         if self.images.device == device:
             return self
-        return Split(self.images.to(device), self.labels.to(device), self.mean, self.std, self.flip)
+        return self.with_images(self.images.to(device), self.labels.to(device))
+
+    def with_images(self, images: torch.Tensor, labels: torch.Tensor) -> "Split":
+        """Other images and labels with this split's normalisation, flip setting and augmentation."""
+        return Split(images, labels, self.mean, self.std, self.flip, self.augmentation)
 
 
-def as_uint8_images(images: torch.Tensor) -> torch.Tensor:
-    """``[N, 3, 32, 32]`` images as uint8: uint8 as they are, floats read as 0..1 values."""
-    if images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
-        raise ValueError(
-            f"images: {tuple(images.shape)} is not [N, 3, 32, 32]; resize or crop to 32x32 first "
-            "(icepick data import --source imagefolder does this for a folder of images)"
-        )
+# ---------------------------------------------------------------- images from the user
+
+
+def _describe_range(images: torch.Tensor) -> str:
+    return f"min {float(images.min()):.3g}, max {float(images.max()):.3g}"
+
+
+def as_uint8_images(images: Any) -> torch.Tensor:
+    """Images as uint8 ``[N, C, H, W]``: from uint8 (0..255) or floats in 0..1, channel-first
+    ``[N, C, H, W]``, channel-last ``[N, H, W, C]`` (NumPy's and PIL's order, as
+    ``torchvision.datasets.CIFAR10.data``) or grey ``[N, H, W]``; tensors or NumPy arrays.
+
+    A float image outside 0..1 (a 0..255 float image, or one already normalised) raises
+    ValueError: it would otherwise be clamped or binarised without a word.
+    """
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if images.dim() == 3:
+        images = images[:, None]
+    if images.dim() != 4:
+        raise ValueError(f"images: {tuple(images.shape)} is not [N, C, H, W], [N, H, W, C] or [N, H, W]")
+    if images.shape[1] not in (1, 3, 4) and images.shape[-1] in (1, 3, 4):
+        images = images.permute(0, 3, 1, 2)  # channel-last -> channel-first
+    elif images.shape[1] not in (1, 3, 4):
+        raise ValueError(f"images: {tuple(images.shape)} has neither 1, 3 or 4 channels first ([N, C, H, W]) nor "
+                         f"last ([N, H, W, C])")
     if images.dtype == torch.uint8:
-        return images
-    if not images.is_floating_point():
+        return images.contiguous()
+    if images.dtype == torch.bool or not (images.is_floating_point() or images.dtype in (torch.int16, torch.int32,
+                                                                                          torch.int64)):
         raise ValueError(f"images: dtype {images.dtype} is neither uint8 (0..255) nor a float type (0..1)")
-    return (images.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
+    if not images.is_floating_point():
+        if images.numel() and (int(images.min()) < 0 or int(images.max()) > 255):
+            raise ValueError(f"images: integer values must lie in 0..255 ({_describe_range(images)})")
+        return images.to(torch.uint8).contiguous()
+    values = images.detach().float()
+    if values.numel() and not bool(torch.isfinite(values).all()):
+        raise ValueError("images: they hold NaN or infinite values")
+    if values.numel() and (float(values.min()) < 0.0 or float(values.max()) > 1.0):
+        raise ValueError(f"images: float images must hold values in 0..1 ({_describe_range(values)}); pass uint8 "
+                         f"0..255 or floats scaled to 0..1, not normalised tensors (icepick normalises them, see "
+                         f"normalize=)")
+    return (values * 255).round().to(torch.uint8).contiguous()
+
+
+def _item_image(item: Any) -> torch.Tensor:
+    """One image of a Dataset: a PIL image (HWC), a NumPy array (HWC or CHW) or a tensor (CHW)."""
+    if hasattr(item, "getbands"):  # a PIL image: its bands become channels
+        array = np.asarray(item)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array.copy())[None]
+    tensor = torch.as_tensor(np.asarray(item)) if not isinstance(item, torch.Tensor) else item
+    if tensor.dim() == 2:
+        return tensor[None]
+    if tensor.dim() == 3 and tensor.shape[0] not in (1, 3, 4) and tensor.shape[-1] in (1, 3, 4):
+        return tensor.permute(2, 0, 1)
+    return tensor
+
+
+def _from_dataset(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise ValueError(f"data: {type(data).__name__} is neither (images, labels) nor a Dataset of (image, label)")
+    if len(data) == 0:
+        raise ValueError("data: the Dataset is empty")
+    images, labels = [], []
+    for i in range(len(data)):
+        image, label = data[i]
+        images.append(_item_image(image))
+        labels.append(int(label))
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) > 1:
+        raise ValueError(f"data: the Dataset's images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}); "
+                         f"give it a transform that resizes them to one size")
+    return torch.stack(images), torch.as_tensor(labels)
 
 
 def as_split(
-    data: "Split | tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset",
-    mean: tuple[float, float, float] | None = None,
-    std: tuple[float, float, float] | None = None,
+    data: "Split | tuple[Any, Any] | torch.utils.data.Dataset",
+    mean: Stats = None,
+    std: Stats = None,
     flip: bool = True,
+    stats_from_images: bool = True,
 ) -> Split:
-    """A :class:`Split` from tensors ``(images, labels)`` or a torch ``Dataset`` of ``(image, label)``.
+    """A :class:`Split` from ``(images, labels)`` (tensors or NumPy arrays, see :func:`as_uint8_images`)
+    or a torch ``Dataset`` of ``(image, label)`` pairs (PIL images, arrays or tensors).
 
-    Images are ``[3, 32, 32]`` each, uint8 (0..255) or float (0..1). ``mean``/``std`` default
-    to the images' own per-channel statistics (:func:`icepick.data.manifest.channel_stats`);
-    a Split is returned as it is.
+    ``mean``/``std``: the normalisation; None with ``stats_from_images``: the images' own
+    per-channel statistics (:func:`icepick.data.manifest.channel_stats`); None without it: none
+    (the model sees 0..1 values). A Split is returned as it is.
     """
     if isinstance(data, Split):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     else:
-        items = [data[i] for i in range(len(data))]
-        if not items:
-            raise ValueError("data: the Dataset is empty")
-        images = torch.stack([torch.as_tensor(x) for x, _ in items])
-        labels = torch.as_tensor([int(y) for _, y in items])
-    images = as_uint8_images(torch.as_tensor(images)).cpu().contiguous()
-    labels = torch.as_tensor(labels).long().cpu()
-    if mean is None or std is None:
-        stats = channel_stats(images.reshape(len(images), -1).numpy())
-        mean, std = (stats[0] if mean is None else mean), (stats[1] if std is None else std)
+        images, labels = _from_dataset(data)
+    images = as_uint8_images(images).cpu().contiguous()
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().cpu()
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels: {tuple(labels.shape)} is not one label per image ({len(images)} images)")
+    if mean is None and std is None and stats_from_images:
+        mean, std = channel_stats(images.numpy())
     return Split(images, labels, mean, std, flip)
 
 
-def load_split(root: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> Split:
-    """Load the 'train' or 'test' split of the data set under ``root`` onto ``device``.
+# ---------------------------------------------------------------- splits of a data set on disk
 
-    Every file is checked first (see :func:`icepick.data.load_cifar10`); the split carries the
-    data set's normalisation and flip setting (:func:`icepick.data.dataset_info`).
+
+def load_split(root: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> Split:
+    """Load the 'train', 'test' (or a stored 'val') split of the data set under ``root`` onto ``device``.
+
+    Every file is checked first (:func:`icepick.data.reader.read_split`); the split carries the
+    data set's normalisation, flip setting and augmentation (:func:`icepick.data.dataset_info`).
     """
-    check_choice("split", name, ("train", "test"))
-    images, labels = load_cifar10(root, train=name == "train")
+    check_choice("split", name, ("train", "val", "test"))
+    images, labels = read_split(root, name)
     info = dataset_info(root)
-    return Split(images, labels, info.mean, info.std, info.flip).to(device)
+    return Split(images, labels, info.mean, info.std, info.flip, info.augmentation).to(device)
 
 
 def subset(split: Split, indices: torch.Tensor) -> Split:
     """The samples of ``split`` at ``indices`` (in that order)."""
     indices = indices.to(split.device)
-    return Split(split.images[indices].contiguous(), split.labels[indices].contiguous(), split.mean, split.std,
-                 split.flip)
+    return split.with_images(split.images[indices].contiguous(), split.labels[indices].contiguous())
 
 
 def split_validation(train: Split, n_val: int, seed: int) -> tuple[Split, Split]:
@@ -156,28 +242,34 @@ def split_validation(train: Split, n_val: int, seed: int) -> tuple[Split, Split]
     return subset(train, rest_idx), subset(train, val_idx)
 
 
+# ---------------------------------------------------------------- batches
+
+
 def _norm_constants(
     device: torch.device, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     return 1.0 / (255.0 * std_t), -mean_t / std_t
 
 
 def normalize(
     images: torch.Tensor,
     memory_format: torch.memory_format = torch.contiguous_format,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
+    mean: Stats = CIFAR10_MEAN,
+    std: Stats = CIFAR10_STD,
 ) -> torch.Tensor:
-    """uint8 images -> float32, per-channel normalised with ``mean`` and ``std`` (of 0..1 values;
-    CIFAR-10's by default).
+    """Images of 0..255 values (uint8, or floats from an augmentation) -> float32, per-channel
+    normalised with ``mean`` and ``std`` (of 0..1 values; CIFAR-10's by default); None for both:
+    only scaled to 0..1.
 
-    The layout change happens on the uint8 images (a quarter of the bytes); the float
-    conversion and the in-place arithmetic keep it.
+    The layout change happens before the float conversion (on uint8 images, a quarter of
+    the bytes); the conversion and the in-place arithmetic keep it.
     """
-    scale, shift = _norm_constants(images.device, mean, std)
     out = images.contiguous(memory_format=memory_format).to(torch.float32)
+    if mean is None:
+        return out.mul_(1.0 / 255.0)
+    scale, shift = _norm_constants(images.device, mean, std)  # type: ignore[arg-type]
     return out.mul_(scale).add_(shift)
 
 
@@ -185,23 +277,6 @@ def num_train_batches(split: Split | int, batch_size: int = 128, drop_last: bool
     """Number of batches :func:`train_batches` yields per epoch."""
     n = split if isinstance(split, int) else len(split)
     return n // batch_size if drop_last else -(-n // batch_size)
-
-
-def _crop_flip(images: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Per-sample random crop (zero padding ``_PAD``) and horizontal flip, vectorised.
-
-    ``oy``, ``ox`` in ``[0, 2 * _PAD]`` are the crop's top-left corner in the padded image.
-    """
-    b = images.shape[0]
-    size = images.shape[-1]
-    padded = images.new_zeros(b, 3, size + 2 * _PAD, size + 2 * _PAD)
-    padded[:, :, _PAD : _PAD + size, _PAD : _PAD + size] = images
-    ar = torch.arange(size, device=images.device)
-    rows = oy[:, None] + ar  # [B, 32]
-    cols = torch.where(flip[:, None], ox[:, None] + (size - 1) - ar, ox[:, None] + ar)  # [B, 32]
-    bi = torch.arange(b, device=images.device)[:, None, None, None]
-    ci = torch.arange(3, device=images.device)[None, :, None, None]
-    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def train_batches(
@@ -214,32 +289,32 @@ def train_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One training epoch of ``(images, labels)`` batches, shuffled and augmented on the device.
 
-    The order, crops and flips all come from a ``torch.Generator`` on the split's device
-    seeded with ``seed``, so an epoch is a pure function of ``(split, seed)`` on a given
-    device. Augmentation is the published CIFAR recipe: random 32x32 crop of the image
-    zero-padded by 4, and a horizontal flip with probability 1/2 when the data set suits it
-    (``split.flip``; the crops are the same either way); then normalisation with the split's
+    The order and every augmentation draw come from a ``torch.Generator`` on the split's
+    device seeded with ``seed``, so an epoch is a pure function of ``(split, seed)`` on a
+    given device. Augmentation: the split's (:mod:`icepick.data.augment`; at 32x32 the
+    published CIFAR recipe: random crop of the image zero-padded by 4, and a horizontal flip
+    with probability 1/2 where the data set suits it); then normalisation with the split's
     statistics.
 
     Yields:
-        float32 images ``[B, 3, 32, 32]`` (in ``memory_format``) and int64 labels ``[B]``.
+        float32 images ``[B, C, H, W]`` (in ``memory_format``) and int64 labels ``[B]``.
     """
+    from icepick.data import augment as aug
+
     check_int("batch_size", batch_size, 1)
     device = split.device
     n = len(split)
+    _, height, width = split.image_shape
     gen = torch.Generator(device=device).manual_seed(int(seed))
     order = torch.randperm(n, generator=gen, device=device)
     if augment:  # drawn for the whole epoch up front, so they do not depend on the batch size
-        offsets = torch.randint(0, 2 * _PAD + 1, (2, n), generator=gen, device=device)
-        flips = torch.randint(0, 2, (n,), generator=gen, device=device).bool()
-        if not split.flip:  # drawn all the same, so the order and crops do not depend on it
-            flips.zero_()
+        draws = aug.draw(split.augmentation, n, height, width, split.flip, gen, device)  # type: ignore[arg-type]
     for b in range(num_train_batches(n, batch_size, drop_last)):
-        idx = order[b * batch_size : (b + 1) * batch_size]
+        sl = slice(b * batch_size, (b + 1) * batch_size)
+        idx = order[sl]
         images = split.images[idx]
         if augment:
-            sl = slice(b * batch_size, (b + 1) * batch_size)
-            images = _crop_flip(images, offsets[0, sl], offsets[1, sl], flips[sl])
+            images = aug.apply(split.augmentation, images, {k: v[sl] for k, v in draws.items()})  # type: ignore[arg-type]
         yield normalize(images, memory_format, split.mean, split.std), split.labels[idx]
 
 
