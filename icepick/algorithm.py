@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -60,6 +61,8 @@ __all__ = [
     "run_experiment",
     "load_teacher",
     "drop_reaches_theta",
+    "run_warnings",
+    "check_not_trained_on_test",
     "STEP_COLUMNS",
     "FINETUNE_ROW",
 ]
@@ -229,6 +232,7 @@ def run_experiment(
     teacher = load_teacher(pretrained, device)
     model, _ = load_model(pretrained, device)
     check_classes(model, data.info, pretrained)
+    check_not_trained_on_test(pretrained, data)
     frozen = _frozen_layers(cfg, trace, model)
     if cfg.method != "icepick":  # the baselines fine-tune whole epochs
         ft_cfg = dataclasses.replace(cfg.finetune, early_halt=0)
@@ -263,6 +267,9 @@ def run_experiment(
     log.info("unpruned accuracy %.2f%% (decision split %.2f%%); %d steps; frozen %d layers",
              percent(ref.test_correct, len(data.test)), percent(ref.decision_correct, len(data.decision)),
              n_steps, len(frozen))
+    warnings = run_warnings(cfg, ft_cfg, data, ref)
+    for line in warnings:
+        log.warning("%s", line)
 
     if cfg.method == "oneshot":
         oneshot = _OneShot(cfg, ft_cfg, model, teacher, data, evals, blocks[:n_steps], params_orig, ref, device,
@@ -294,11 +301,82 @@ def run_experiment(
     bar.close()
 
     summary = _summary(cfg, rows, ref, data, trace, len(frozen), model, params_orig, teacher_macs, device)
+    summary["warnings"] = warnings
     save_model(model, model_out, {"kind": "pruned", "config": cfg.flat()})
     write_csv(steps_out, rows, STEP_COLUMNS)
     write_json(summary_out, summary)
     state_path.unlink(missing_ok=True)
     return summary
+
+
+CHANCE_MARGIN = 5.0  # points above chance (the largest class's share) under which a model is taken for untrained
+FEW_BATCHES = 20  # a fine-tuning of fewer batches recovers little
+FEW_IMAGES = 5  # a class with fewer images than this in a split: its accuracy is noise
+TRAINED_ON_TEST = 0.01  # share of the test images found among the model's training images that stops a run
+
+
+def check_not_trained_on_test(pretrained: str | Path, data: ExperimentData) -> None:
+    """Refuse a run whose test (or decision) images were among the images the model was trained on
+    (a data set imported again with another split): its accuracies would be inflated. A model
+    file records a fingerprint of its training images when icepick trained it; a few exact
+    duplicates (under 1%, as real data sets hold) only give a warning."""
+    import numpy as np
+
+    from icepick.model_files import image_hashes, training_hashes
+
+    seen = training_hashes(pretrained)
+    if seen is None:
+        return
+    splits = [("test", data.test)] + ([("decision", data.decision)] if data.decision is not data.test else [])
+    for name, split in splits:
+        overlap = int(np.isin(image_hashes(split.images), seen).sum())
+        if overlap > TRAINED_ON_TEST * len(split):
+            raise ConfigError(
+                f"pretrained: {pretrained} was trained on {overlap} of the {len(split)} {name} images of this data set "
+                f"(was it imported again with another split?); its accuracies here would be inflated: pretrain it on "
+                f"this data set, or run on the data set it was trained on")
+        if overlap:
+            log.warning("%d of the %d %s images are exact copies of images the model was trained on", overlap,
+                        len(split), name)
+
+
+def run_warnings(cfg: RunConfig, ft_cfg: FinetuneConfig, data: ExperimentData, ref: "_Reference") -> list[str]:
+    """What may make a run's answer meaningless, one line each (logged, and the summary's ``warnings``):
+    an unpruned model near chance, a threshold below one decision image, fine-tunings of very few
+    batches, and classes with very few images."""
+    out = []
+    n_test, n_dec = len(data.test), len(data.decision)
+    counts = torch.bincount(data.test.labels.cpu(), minlength=1)
+    chance = 100.0 * int(counts.max()) / max(n_test, 1)
+    acc = percent(ref.test_correct, n_test)
+    if acc < chance + CHANCE_MARGIN:
+        out.append(f"the unpruned model classifies {acc:.1f}% of the test images correctly, within "
+                   f"{CHANCE_MARGIN:g} points of chance ({chance:.1f}%, the largest class): it is untrained, or it "
+                   f"expects other inputs (normalisation: --normalize; image size); every step will look free")
+    one_image = 100.0 / max(n_dec, 1)
+    if cfg.method == "icepick" and 0 < cfg.theta < one_image:
+        out.append(f"theta {cfg.theta:g} is less than one of the {n_dec} decision images ({one_image:.2f} points): a "
+                   f"step is skipped only when it loses no image at all")
+    batches = finetune_batches(len(data.train), ft_cfg)
+    epoch = finetune_batches(len(data.train), dataclasses.replace(ft_cfg, max_batches=0))
+    if batches < FEW_BATCHES and batches < epoch:
+        out.append(f"a fine-tuning is capped at {batches} batch{'es' if batches != 1 else ''} (max_batches): too few "
+                   f"steps to recover from a prune; fine for a quick check, not for results")
+    elif batches < FEW_BATCHES:
+        better = max(1, 2 ** int(math.log2(max(len(data.train) // FEW_BATCHES, 1))))
+        out.append(f"a fine-tuning is {batches} batch{'es' if batches != 1 else ''} ({len(data.train)} training images "
+                   f"at batch {ft_cfg.batch_size}): too few steps to recover from a prune; a batch size of {better} "
+                   f"gives {math.ceil(len(data.train) / better)}")
+    names = data.info.classes if data.info is not None else ()
+    for split_name, split in (("training", data.train), ("test", data.test)):
+        per_class = torch.bincount(split.labels.cpu(), minlength=len(names) or 1)
+        few = [(c, int(n)) for c, n in enumerate(per_class.tolist()) if n < FEW_IMAGES]
+        if few:
+            shown = ", ".join(f"{names[c] if c < len(names) else c} ({n})" for c, n in few[:4])
+            out.append(f"{len(few)} class{'es' if len(few) > 1 else ''} {'have' if len(few) > 1 else 'has'} fewer than "
+                       f"{FEW_IMAGES} {split_name} images ({shown}{', ...' if len(few) > 4 else ''}): "
+                       f"{'its' if len(few) == 1 else 'their'} accuracy is noise")
+    return out
 
 
 STEP_COLUMNS = [

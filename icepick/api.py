@@ -44,6 +44,7 @@ class PruneResult:
     steps: "pd.DataFrame"  # noqa: F821
     summary: dict[str, Any]
     trace: dict[str, Any] | None
+    normalization: dict[str, list[float]] | None = None  # what the inputs were normalised with (None: 0..1 values)
 
 
 def iterative_prune(
@@ -54,6 +55,7 @@ def iterative_prune(
     device: str | torch.device = "auto",
     trace: dict[str, Any] | None = None,
     flip: bool = True,
+    normalize: Any = "data",
     out_dir: str | Path | None = None,
     show_progress: bool = False,
     **settings: Any,
@@ -61,14 +63,24 @@ def iterative_prune(
     """Prune ``model`` block by block with ICE-Pick (Algorithm 1), or the baseline, and return it.
 
     Args:
-        model: a trained model of icepick's families (it is not modified; the result is a copy).
-        train, test: ``(images, labels)`` tensors (images ``[N, 3, 32, 32]``, uint8 0..255 or
-            float 0..1; labels int) or torch Datasets of such ``(image, label)`` pairs; both are
-            normalised with the training images' per-channel statistics.
+        model: a trained model built by :func:`icepick.models.build_model` (a registry name,
+            ``torchvision:<builder>`` or ``python:<module>:<factory>``; your weights loaded into
+            it) or loaded by :func:`icepick.model_files.load_model`. It is not modified; the
+            result is a pruned copy.
+        train, test: ``(images, labels)``: images of any size as uint8 (0..255) or floats in
+            0..1, ``[N, C, H, W]``, channel-last ``[N, H, W, C]`` (NumPy's order, as
+            ``torchvision.datasets.CIFAR10.data``) or grey ``[N, H, W]``, tensors or arrays;
+            labels int. Or torch Datasets of ``(image, label)`` pairs (PIL images, arrays or
+            tensors of one size). A float image outside 0..1 is refused, never clamped.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         trace: a freeze trace (``icepick trace``'s record); made here when ``eta`` > 0 and none
             is given (the first block pruned at ``ratio``, one epoch at ``base``).
         flip: whether random horizontal flips suit the images (not for digits or text).
+        normalize: what the model's inputs are normalised with: ``"data"`` (default: the
+            training images' per-channel mean and std), None (0..1 values, for a model that
+            normalises its inputs itself, or one trained on 0..1 inputs), or ``(mean, std)``
+            with one number per channel (torchvision's ImageNet weights: ``((0.485, 0.456,
+            0.406), (0.229, 0.224, 0.225))``). The result's ``normalization`` says what was used.
         out_dir: keep the run's files there (pretrained.pt, trace.json, steps.csv, summary.json,
             pruned.pt; an existing one is never overwritten); default: a temporary folder.
         **settings: any setting of :class:`icepick.algorithm.RunConfig` or
@@ -101,9 +113,11 @@ def iterative_prune(
         work = Path(out_dir) if out_dir is not None else Path(tmp)
         _check_out_dir(work)
         pretrained = work / "pretrained.pt"
-        save_model(model, pretrained, {"kind": "api-input"})
         data = in_memory_data(train, test, device, int(getattr(model, "num_classes", 10)), flip,
-                              cfg.decision_split, cfg.val_size, cfg.val_seed)
+                              cfg.decision_split, cfg.val_size, cfg.val_seed, normalize)
+        model = _at_data_shape(model, data.info.image_shape)  # type: ignore[union-attr]
+        model.normalization = data.normalization or "none"
+        save_model(model, pretrained, {"kind": "api-input"})
         if trace is None and cfg.method == "icepick" and cfg.eta > 0:
             trace = _make_trace(cfg, pretrained, data, device)
             write_json(work / "trace.json", trace)
@@ -111,7 +125,35 @@ def iterative_prune(
                                  work / "pruned.pt", trace, device, show_progress)
         pruned, _ = load_model(work / "pruned.pt", device)
         steps = pd.read_csv(work / "steps.csv")
-    return PruneResult(pruned, steps, summary, trace)
+    return PruneResult(pruned, steps, summary, trace, data.normalization)
+
+
+def _at_data_shape(model: nn.Module, shape: tuple[int, int, int]) -> nn.Module:
+    """A copy of ``model`` that records the data's image shape (a CNN takes any size; one that
+    cannot classify images of this shape is one clear error)."""
+    import copy
+
+    from icepick.models import main_output, model_input_shape
+
+    if not hasattr(model, "arch_name"):
+        raise ConfigError("model: it was not built by icepick.models.build_model; build it with build_model(spec, "
+                          "num_classes) (spec python:<module>:<factory> for your own class) and load your weights into it")
+    copied = copy.deepcopy(model)
+    if tuple(model_input_shape(model)) == tuple(shape):
+        return copied
+    param = next(copied.parameters())
+    copied.eval()
+    try:
+        with torch.no_grad():
+            out = main_output(copied(torch.zeros(1, *shape, device=param.device, dtype=param.dtype)))
+    except Exception as err:  # noqa: BLE001 - the user's model: one line
+        raise ConfigError(f"train: the model cannot classify the data's {'x'.join(map(str, shape))} images "
+                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]})") from err
+    if not isinstance(out, torch.Tensor) or out.shape[-1] != copied.num_classes:
+        raise ConfigError(f"train: the model gives {tuple(getattr(out, 'shape', ()))} for one "
+                          f"{'x'.join(map(str, shape))} image, not {copied.num_classes} class scores")
+    copied.input_shape = tuple(shape)
+    return copied
 
 
 def _check_out_dir(work: Path) -> None:

@@ -76,7 +76,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     param = next(model.parameters(), None)
     if param is None:
         return folded
-    probe = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
+    from icepick.models import model_input_shape
+
+    shape = model_input_shape(model)
+    probe = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
     probe = probe.contiguous(memory_format=MEMORY_FORMAT)
     was_training = model.training
     try:

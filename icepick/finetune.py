@@ -34,6 +34,7 @@ from torch import nn
 from icepick.config import ConfigError, check_choice, check_int, check_positive, check_range
 from icepick.data import Split, num_train_batches, train_batches
 from icepick.evaluate import fold_batchnorm, has_batchnorm
+from icepick.models import main_output
 from icepick.runtime import MEMORY_FORMAT, PRECISIONS, autocast, ensure_cpu_allocator, to_memory_format
 from icepick.schedule import one_cycle_factor
 
@@ -251,7 +252,7 @@ def finetune(
                     with torch.inference_mode():
                         teacher_logits = teacher(x)
                     teacher_logits = teacher_logits.clone()  # leave inference mode for autograd
-                logits = model(x)
+                logits = main_output(model(x))  # GoogLeNet, Inception: the main output, not the auxiliary ones
                 if teacher_logits is None:
                     loss = F.cross_entropy(logits.float(), y)
                 else:

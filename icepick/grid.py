@@ -42,6 +42,7 @@ __all__ = [
     "SPEC_PREFIXES",
     "is_model_spec",
     "is_model_name",
+    "is_weights_file",
     "RunSpec",
     "num",
     "experiment_name",
@@ -96,6 +97,12 @@ SPEC_PREFIXES = ("torchvision:", "python:")
 def is_model_spec(name: str) -> bool:
     """Whether ``name`` is a model spec (``torchvision:<builder>``, ``python:<module>:<factory>``)."""
     return isinstance(name, str) and name.startswith(SPEC_PREFIXES)
+
+
+def is_weights_file(weights: str) -> bool:
+    """Whether a ``pretrained:`` entry names a file (a path), not torchvision's named weights
+    (``IMAGENET1K_V1``, ``DEFAULT``: upper-case words without a path separator or suffix)."""
+    return "/" in weights or "." in weights or not weights.replace("_", "").isalnum() or not weights.isupper()
 
 
 def is_model_name(name: str) -> bool:

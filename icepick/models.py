@@ -44,6 +44,10 @@ __all__ = [
     "is_model_spec",
     "check_model_name",
     "has_forward_span",
+    "model_input_shape",
+    "adapt_input_channels",
+    "main_output",
+    "DEFAULT_INPUT_SHAPE",
 ]
 
 
@@ -107,15 +111,16 @@ class CifarResNet(nn.Module):
     """CIFAR ResNet of depth 6n+2: stem, three stages of ``n`` BasicBlocks (16/32/64), pool, linear.
 
     Blocks are named ``layer{1,2,3}.{i}``. ``base`` scales the stage widths (8 gives 8/16/32:
-    the same depth at a quarter of the MACs, for CPU runs).
+    the same depth at a quarter of the MACs, for CPU runs). Any image size: the pool is global.
     """
 
     def __init__(
-        self, n: int, num_classes: int = 10, widths: Mapping[str, int] | None = None, base: int = 16
+        self, n: int, num_classes: int = 10, widths: Mapping[str, int] | None = None, base: int = 16,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         widths = dict(widths or {})
-        self.conv1 = nn.Conv2d(3, base, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, base, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(base)
         in_planes = base
         for stage, (planes, stride) in enumerate(((base, 1), (2 * base, 2), (4 * base, 2)), start=1):
@@ -220,15 +225,18 @@ def _scaled(channels: int, width_mult: float, divisor: int = 8) -> int:
 
 
 class CifarMobileNetV2(nn.Module):
-    """CIFAR MobileNetV2 (17 inverted-residual blocks named ``layers.{i}``), optional width multiplier."""
+    """CIFAR MobileNetV2 (17 inverted-residual blocks named ``layers.{i}``), optional width multiplier.
+
+    Any image size: the final pool is global (at 32x32 the CIFAR model's 4x4 average pool)."""
 
     def __init__(
-        self, num_classes: int = 10, width_mult: float = 1.0, widths: Mapping[str, int] | None = None
+        self, num_classes: int = 10, width_mult: float = 1.0, widths: Mapping[str, int] | None = None,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         widths = dict(widths or {})
         stem = _scaled(32, width_mult)
-        self.conv1 = nn.Conv2d(3, stem, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         blocks = []
         in_planes = stem
@@ -251,7 +259,7 @@ class CifarMobileNetV2(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layers(out)
         out = F.relu(self.bn2(self.conv2(out)))
-        out = F.avg_pool2d(out, 4).flatten(1)
+        out = F.avg_pool2d(out, out.shape[-2:]).flatten(1)  # global: 4x4 at 32x32, as the CIFAR model's pool of 4
         return self.linear(out)
 
     # forward helpers (incremental evaluation): the same operations as forward, split at a block
@@ -271,7 +279,7 @@ class CifarMobileNetV2(nn.Module):
 
     def _head(self, out: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn2(self.conv2(out)))
-        out = F.avg_pool2d(out, 4).flatten(1)
+        out = F.avg_pool2d(out, out.shape[-2:]).flatten(1)
         return self.linear(out)
 
 
@@ -339,16 +347,18 @@ def _check_widths(widths: Mapping[str, int] | None) -> dict[str, int] | None:
     return out
 
 
-def _resnet(n: int, num_classes: int, widths: Mapping[str, int] | None, base: int = 16) -> nn.Module:
-    return CifarResNet(n, num_classes, widths, base)
+def _resnet(n: int, num_classes: int, widths: Mapping[str, int] | None, in_channels: int = 3,
+            base: int = 16) -> nn.Module:
+    return CifarResNet(n, num_classes, widths, base, in_channels)
 
 
-def _mobilenetv2(width_mult: float, num_classes: int, widths: Mapping[str, int] | None) -> nn.Module:
-    return CifarMobileNetV2(num_classes, width_mult, widths)
+def _mobilenetv2(width_mult: float, num_classes: int, widths: Mapping[str, int] | None,
+                 in_channels: int = 3) -> nn.Module:
+    return CifarMobileNetV2(num_classes, width_mult, widths, in_channels)
 
 
-#: Registry: model name -> constructor(num_classes, widths).
-MODELS: dict[str, Callable[[int, Mapping[str, int] | None], nn.Module]] = {
+#: Registry: model name -> constructor(num_classes, widths, in_channels).
+MODELS: dict[str, Callable[[int, Mapping[str, int] | None, int], nn.Module]] = {
     "resnet14": partial(_resnet, 2),
     "resnet20": partial(_resnet, 3),
     "resnet32": partial(_resnet, 5),
@@ -382,65 +392,160 @@ def check_model_name(name: str) -> None:
         )
 
 
-def _spec_model(name: str, num_classes: int) -> nn.Module:
-    """Build the model of a spec (see the module's docstring); ValueError naming it when it cannot."""
-    import importlib
+DEFAULT_INPUT_SHAPE = (3, 32, 32)  # CIFAR's images: the shape a model file without one was made for
 
-    kind, _, rest = name.partition(":")
-    if kind == "torchvision":
-        import torchvision
 
-        builders = torchvision.models.list_models(module=torchvision.models)
-        if rest not in builders:
-            raise ValueError(f"model: {name!r}: torchvision has no classification model {rest!r} "
-                             f"(python -c 'import torchvision; print(torchvision.models.list_models())')")
-        return torchvision.models.get_model(rest, weights=None, num_classes=num_classes)
-    module_name, factory_name = rest.split(":")
+def model_input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images ``model`` takes (its ``input_shape``; CIFAR's 3x32x32 when unset)."""
+    return tuple(getattr(model, "input_shape", None) or DEFAULT_INPUT_SHAPE)  # type: ignore[return-value]
+
+
+def _check_input_shape(input_shape: object) -> tuple[int, int, int]:
+    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)):
+        raise ValueError(f"input_shape: {input_shape!r} must be (channels, height, width), positive integers")
+    return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first convolution in registration order (a torchvision model's stem)."""
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def adapt_input_channels(model: nn.Module, channels: int) -> None:
+    """Make ``model``'s first convolution take ``channels`` input channels instead of 3 (grey images
+    into a torchvision model). Its weights become the sum over the 3 colour channels: a grey image
+    repeated into 3 channels gives exactly the same output as the grey image through the new layer."""
+    found = _first_conv(model)
+    if found is None or found[1].in_channels == channels:
+        return
+    name, conv = found
+    if conv.in_channels != 3 or channels != 1 or conv.groups != 1:
+        raise ConfigError(f"model: its first convolution {name} takes {conv.in_channels} channels, the images have "
+                          f"{channels}; import the data with --channels {conv.in_channels}")
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
+                    conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def _torchvision_model(name: str, builder: str, num_classes: int, channels: int) -> nn.Module:
+    import torchvision
+
+    builders = torchvision.models.list_models(module=torchvision.models)
+    if builder not in builders:
+        raise ConfigError(f"model: {name!r}: torchvision has no classification model {builder!r} "
+                          f"(python -c 'import torchvision; print(torchvision.models.list_models())')")
+    extra = {"aux_logits": False, "init_weights": True} if builder in ("googlenet", "inception_v3") else {}
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"model: {name!r}: cannot import {factory_name} from {module_name} ({err}); "
-                         "run from the folder that holds the module or install it") from err
-    model = factory(num_classes=num_classes)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model: {name!r}: {factory_name}(num_classes=...) returned {type(model).__name__}, "
-                         "not an nn.Module")
+        model = torchvision.models.get_model(builder, weights=None, num_classes=num_classes, **extra)
+    except Exception as err:  # noqa: BLE001 - torchvision's own checks: one line naming the model
+        raise ConfigError(f"model: {name!r}: torchvision cannot build it ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:160]})") from err
+    adapt_input_channels(model, channels)
     return model
 
 
-def _check_classifies(model: nn.Module, name: str, num_classes: int) -> None:
-    """A spec model must map a 3x32x32 image to ``num_classes`` outputs (icepick's images)."""
+def _python_model(name: str, module_name: str, factory_name: str, num_classes: int, channels: int) -> nn.Module:
+    import importlib
+    import inspect
+
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"model: {name!r}: cannot import {factory_name} from {module_name} ({err}); run from the "
+                          f"folder that holds {module_name.split('.')[0]}.py, or add that folder to PYTHONPATH") from err
+    kwargs: dict[str, int] = {"num_classes": num_classes}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "in_channels" in params:
+        kwargs["in_channels"] = channels
+    elif not any(p.kind == p.VAR_KEYWORD for p in params.values()) and params and "num_classes" not in params:
+        raise ConfigError(f"model: {name!r}: {factory_name}{inspect.signature(factory)} takes no num_classes; icepick "
+                          f"calls {factory_name}(num_classes=N) with the data's class count: add that parameter")
+    try:
+        model = factory(**kwargs)
+    except Exception as err:  # noqa: BLE001 - the user's factory: any failure is reported in one line
+        raise ConfigError(f"model: {name!r}: {factory_name}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) "
+                          f"failed ({type(err).__name__}: {' '.join(str(err).split())[:160]})") from err
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model: {name!r}: {factory_name}(num_classes=...) returned {type(model).__name__}, "
+                          "not an nn.Module")
+    return model
+
+
+def _spec_model(name: str, num_classes: int, channels: int = 3) -> nn.Module:
+    """Build the model of a spec (see the module's docstring); ConfigError naming it when it cannot."""
+    kind, _, rest = name.partition(":")
+    if kind == "torchvision":
+        return _torchvision_model(name, rest, num_classes, channels)
+    module_name, factory_name = rest.split(":")
+    return _python_model(name, module_name, factory_name, num_classes, channels)
+
+
+def main_output(out: object) -> object:
+    """A model's class scores: the output itself, or the main output of a model that also returns
+    auxiliary ones in training (torchvision's GoogLeNet and Inception: ``.logits``; a tuple: its first)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return out
+
+
+def _check_classifies(model: nn.Module, name: str, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+    """A spec model must map one image of ``input_shape`` to ``num_classes`` outputs."""
+    shape_text = "x".join(map(str, input_shape))
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, 3, 32, 32))
+            out = main_output(model(torch.zeros(1, *input_shape)))
     except Exception as err:  # the user's model: any failure is reported in one line
-        raise ConfigError(f"model: {name!r} cannot classify a 3x32x32 image ({type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:160]}); icepick's images are 32x32 RGB") from err
+        raise ConfigError(f"model: {name!r} cannot classify a {shape_text} image ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:160]}); the data's images are {shape_text}") from err
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model: {name!r} gives {shape} for one image, not (1, {num_classes}) class scores")
+        raise ConfigError(f"model: {name!r} gives {shape} for one {shape_text} image, not (1, {num_classes}) class "
+                          f"scores")
     model.train()
 
 
-def build_model(name: str, num_classes: int = 10, widths: Mapping[str, int] | None = None) -> nn.Module:
-    """Build a registered model or a spec's; ``widths`` (block name -> hidden width) rebuilds a pruned one.
+def build_model(
+    name: str,
+    num_classes: int = 10,
+    widths: Mapping[str, int] | None = None,
+    input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE,
+) -> nn.Module:
+    """Build a registered model or a spec's for images of ``input_shape`` ``(C, H, W)``;
+    ``widths`` (block name -> hidden width) rebuilds a pruned one.
 
-    The model carries ``arch_name`` and ``num_classes`` attributes.
+    The model carries ``arch_name``, ``num_classes`` and ``input_shape`` attributes.
     """
     check_model_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes: {num_classes!r} must be a positive integer")
+    input_shape = _check_input_shape(input_shape)
     if is_model_spec(name):
-        model = _spec_model(name, num_classes)
-        _check_classifies(model, name, num_classes)
+        model = _spec_model(name, num_classes, input_shape[0])
+        _check_classifies(model, name, num_classes, input_shape)
+        model.input_shape = input_shape
         widths = _check_widths(widths)
         if widths:
             from icepick.pruning import shrink_to_widths
 
             shrink_to_widths(model, widths)
     else:
-        model = MODELS[name](num_classes, _check_widths(widths))
+        model = MODELS[name](num_classes, _check_widths(widths), input_shape[0])
+        model.input_shape = input_shape
     model.arch_name = name
     model.num_classes = num_classes
     return model

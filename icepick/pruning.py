@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from icepick.criteria import l1_scores
-from icepick.models import BasicBlock, InvertedResidual
+from icepick.models import BasicBlock, InvertedResidual, model_input_shape
 
 __all__ = [
     "prunable_blocks",
@@ -142,16 +142,17 @@ def _traceable(model: nn.Module) -> Iterator[None]:
 
 
 def _dependency_graph(model: nn.Module, example_input: torch.Tensor | None = None):
-    """Torch-Pruning's DependencyGraph of ``model``, traced on one 32x32 image (call inside _traceable)."""
+    """Torch-Pruning's DependencyGraph of ``model``, traced on one image of its input shape (call inside _traceable)."""
     import torch_pruning as tp
 
     param = next(model.parameters())
+    shape = model_input_shape(model)
     if example_input is None:
-        example_input = torch.randn(1, 3, 32, 32, device=param.device, dtype=param.dtype)
+        example_input = torch.randn(1, *shape, device=param.device, dtype=param.dtype)
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
     except Exception as err:  # a model Torch-Pruning cannot trace: one line naming it
-        raise ValueError(f"model {_arch(model)}: Torch-Pruning cannot trace it on a 3x32x32 image "
+        raise ValueError(f"model {_arch(model)}: Torch-Pruning cannot trace it on a {'x'.join(map(str, shape))} image "
                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]})") from err
 
 
@@ -388,13 +389,16 @@ def count_params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> dict[str, int]:
-    """Forward multiply-accumulates per image of every Conv2d and Linear, in call order.
+def layer_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> dict[str, int]:
+    """Forward multiply-accumulates per image of every Conv2d and Linear, in call order, on a
+    batch of ``input_size`` (default: one image of the model's ``input_shape``).
 
     Conv: output elements x (in_channels / groups) x kernel area; Linear: in x out features.
     Biases, BN, activations and pooling are not counted. Runs one forward pass under
     ``torch.no_grad`` in eval mode on the model's device; each module's mode is restored.
     """
+    if input_size is None:
+        input_size = (1, *model_input_shape(model))
     batch = int(input_size[0])
     names = {m: n for n, m in model.named_modules()}
     macs: dict[str, int] = {}
@@ -424,6 +428,6 @@ def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> 
     return macs
 
 
-def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> int:
+def count_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> int:
     """Forward MACs per image (convs + linear), see :func:`layer_macs`."""
     return int(sum(layer_macs(model, input_size).values()))

@@ -37,12 +37,14 @@ from icepick.config import ConfigError, check_choice, check_int, check_positive,
 from icepick.grid import is_model_spec
 from icepick.data import Split, dataset_info, load_split, subset, train_batches
 from icepick.evaluate import accuracy
+from icepick.models import main_output
 from icepick.records import atomic_path, provenance, write_csv, write_json
 from icepick.runtime import PRECISIONS, autocast, configure_backends, resolve_device, set_threads, synchronize, to_memory_format
 
 __all__ = [
     "PretrainConfig",
     "SCHEDULES",
+    "NORMALIZE",
     "WARMUPS",
     "EPOCH_COLUMNS",
     "learning_rate",
@@ -54,6 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("auto", "step", "cosine")
+NORMALIZE = ("auto", "data", "none")
 WARMUPS = ("auto", "on", "off")
 EPOCH_COLUMNS = ["epoch", "lr", "warmup_batches", "train_loss", "train_acc", "test_acc", "seconds"]
 _WARMUP_WINDOW = 20  # batches whose mean training error ends the warm-up
@@ -101,12 +104,15 @@ class PretrainConfig:
     warmup: str = "auto"  # 'auto' (ResNets of >= 110 layers), 'on' or 'off'
     warmup_factor: float = 0.1  # warm-up rate / lr (He et al.: 0.01 / 0.1)
     warmup_error: float = 80.0  # percent: the warm-up ends once the training error is below it
+    init: str | None = None  # start from these weights (a file, or torchvision's IMAGENET1K_V1): transfer learning
+    normalize: str = "auto"  # 'auto' (the --init weights' own, else the data's), 'data' or 'none'
 
     def __post_init__(self) -> None:
         from icepick.models import check_model_name
 
         check_model_name(self.model)
-        check_int("epochs", self.epochs, 1)
+        check_int("epochs", self.epochs, 0 if self.init is not None else 1)
+        check_choice("normalize", self.normalize, NORMALIZE)
         check_positive("lr", self.lr)
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         if self.weight_decay is not None:
@@ -268,7 +274,7 @@ def _train_epoch(
             for group in opt.param_groups:
                 group["lr"] = lr * cfg.warmup_factor if warming else lr
         with autocast(device, cfg.precision):
-            out = model(x)
+            out = main_output(model(x))
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -281,6 +287,43 @@ def _train_epoch(
             warmup.observe(100.0 * (1.0 - hits.item() / y.shape[0]), cfg.warmup_error)
     n = max(len(train), 1)
     return loss_sum.item() / n, 100.0 * correct.item() / n, warm_batches
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where pretraining starts: from scratch, or from weights (their origin, the layers left new)."""
+
+    origin: str
+    replaced: list[str]
+    normalization: Any
+
+
+def _initial_model(cfg: PretrainConfig, info: Any) -> tuple[torch.nn.Module, _Start]:
+    """The model to train: built fresh, or from ``cfg.init`` with a new classifier where the class count differs."""
+    from icepick.models import build_model
+
+    if cfg.init is None:
+        return build_model(cfg.model, info.num_classes, input_shape=info.image_shape), _Start("scratch", [], None)
+    from icepick.model_files import load_weights
+
+    loaded = load_weights(cfg.init, cfg.model, info.num_classes, info.image_shape, allow_new_head=cfg.epochs > 0)
+    log.info("starting from %s%s", loaded.origin,
+             f" with a new {', '.join(loaded.replaced)} for {info.num_classes} classes" if loaded.replaced else "")
+    return loaded.model, _Start(loaded.origin, loaded.replaced, loaded.normalization)
+
+
+def _normalization(cfg: PretrainConfig, info: Any, start: _Start) -> Any:
+    """What the model's inputs are normalised with: ``'none'`` or ``{"mean": [...], "std": [...]}``."""
+    if cfg.normalize == "none":
+        return "none"
+    if cfg.normalize == "auto" and start.normalization is not None:
+        if start.normalization == "none" or len(start.normalization["mean"]) == info.image_shape[0]:
+            return start.normalization
+    return {"mean": list(info.mean), "std": list(info.std)}
+
+
+def _with_stats(split: Split, mean: Any, std: Any) -> Split:
+    return Split(split.images, split.labels, mean, std, split.flip, split.augmentation)
 
 
 def pretrain(
@@ -310,25 +353,27 @@ def pretrain(
     Raises:
         FloatingPointError: the training loss became NaN or infinite (no summary is written).
     """
-    from icepick.models import build_model
-    from icepick.model_files import save_model
+    from icepick.model_files import image_hashes, save_model
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     configure_backends(device, cfg.precision)
-    train = load_split(data_dir, "train", device)
-    test = load_split(data_dir, "test", device)
+    info = dataset_info(data_dir)  # classes, image shape and normalisation, and the data set's identity
+    torch.manual_seed(cfg.seed)
+    model, start_from = _initial_model(cfg, info)
+    normalization = _normalization(cfg, info, start_from)
+    mean, std = (None, None) if normalization == "none" else (tuple(normalization["mean"]), tuple(normalization["std"]))
+    train = _with_stats(load_split(data_dir, "train", device), mean, std)
+    test = _with_stats(load_split(data_dir, "test", device), mean, std)
     if cfg.n_train is not None:
         if cfg.n_train > len(train):
             raise ConfigError(f"n_train: {cfg.n_train} is more than the {len(train)} training images in {data_dir}")
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(_SUBSET_SEED))[: cfg.n_train]
         train = subset(train, pick.sort().values)
 
-    torch.manual_seed(cfg.seed)
     # The training layout from the first batch on: evaluation puts the model in channels_last,
     # so a run resumed from a checkpoint must train in it too to end with the same weights.
-    info = dataset_info(data_dir)  # the number of classes, and the data set's identity for the records
-    model = to_memory_format(build_model(cfg.model, num_classes=info.num_classes).to(device))
+    model = to_memory_format(model.to(device))
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.resolved_weight_decay
     )
@@ -377,12 +422,18 @@ def pretrain(
     bar.close()
 
     config = dataclasses.asdict(cfg)
-    final_acc = rows[-1]["test_acc"]
+    final_acc = rows[-1]["test_acc"] if rows else accuracy(model, test)
+    trained = cfg.epochs > 0
+    model.normalization = normalization
+    model.trained_on = info.record() if trained else None
     save_model(model, out_model, {"source": "pretrain", "model": cfg.model, "epochs": cfg.epochs,
-                                  "test_acc": final_acc, "config": config})
+                                  "test_acc": final_acc, "config": config, "init": start_from.origin,
+                                  "replaced": start_from.replaced},
+               training_images=image_hashes(train.images) if trained else None)
     write_csv(out_epochs_csv, rows, EPOCH_COLUMNS)
     summary = {"model": cfg.model, "epochs": cfg.epochs, "final_test_acc": final_acc, "seconds": seconds,
-               "train_images": len(train), "test_images": len(test),
+               "train_images": len(train), "test_images": len(test), "init": start_from.origin,
+               "replaced_layers": start_from.replaced, "normalization": normalization,
                "warmup_iterations": warmup.iterations if cfg.uses_warmup else None,
                "config": config, "provenance": provenance(device, cfg.precision, info.record())}
     write_json(out_summary_json, summary)

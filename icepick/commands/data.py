@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = "cifar10, cifar100, digits, imagefolder"  # icepick.data.SOURCES (not imported: it pulls in torch)
+_SOURCES = "cifar10, cifar100, fashion-mnist, mnist, digits, imagefolder"  # icepick.data.SOURCES (not imported: torch)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,23 +23,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser(
         "import", help="write a labelled image set once into the pipeline's on-disk format (with manifest.json)",
-        description="Write a labelled image set into OUT/cifar-10-batches-py/ (the CIFAR-10 python layout) and "
-                    "OUT/manifest.json (classes, counts, split, augmentation, normalisation, md5 of every file).",
+        description="Write a labelled image set into OUT/ as one uint8 .npy of images and one of labels per split "
+                    "(the official CIFAR-10 files stay as they are) and OUT/manifest.json (classes, image shape, what "
+                    "was done to the images, counts, split, augmentation, normalisation, md5 of every file).",
     )
     imp.add_argument("--source", required=True,
                      help=f"one of {_SOURCES}: the official CIFAR-10/CIFAR-100 (downloaded, or from --path), "
-                          "scikit-learn's 8x8 digits (pip install 'icepick[digits]'), or --path with one "
-                          "sub-folder of images per class")
+                          "Fashion-MNIST/MNIST (the four IDX files, from --path or downloaded), scikit-learn's 8x8 "
+                          "digits (pip install 'icepick[digits]'), or --path with one sub-folder of images per "
+                          "class (or train/ and test/ folders of them, whose split is kept)")
     imp.add_argument("--path", type=Path, default=None,
                      help="imagefolder: the folder of class folders; cifar10/cifar100: a folder holding the "
-                          "official folder or .tar.gz, or the .tar.gz (downloaded when absent)")
+                          "official folder or .tar.gz, or the .tar.gz; fashion-mnist/mnist: the folder holding the "
+                          "IDX files (e.g. /usr/share/datasets/fashion-mnist); downloaded when absent")
     imp.add_argument("--out", required=True, type=Path, help="data folder to write")
     imp.add_argument("--seed", type=seed_int, default=None,
                      help="seed of the stratified train/test split (digits, imagefolder; default 0)")
     imp.add_argument("--test-fraction", type=float, default=None,
                      help="share of each class held out for the test split (digits, imagefolder; default 0.2)")
     imp.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                     help="whether random horizontal flips suit the images (default: yes, but not for digits)")
+                     help="whether random horizontal flips suit the images (default: yes, but not for digits and mnist)")
+    imp.add_argument("--size", type=int, default=None,
+                     help="make every image SIZExSIZE (default: the images' own size when they share one; digits: 32)")
+    imp.add_argument("--channels", type=int, default=None, help="1 (grey) or 3 (RGB) (default: the images' own; digits: 3)")
+    imp.add_argument("--fit", default=None,
+                     help="how --size is reached: resize (shorter side to SIZE, centre crop; default) or pad (centred "
+                          "on a black canvas, no resampling)")
     imp.add_argument("--force", action="store_true",
                      help="replace whatever OUT holds (without it: only an empty folder or an earlier import "
                           "of the same source)")
@@ -66,11 +75,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _import(args: argparse.Namespace) -> int:
     from icepick.data import import_dataset
 
+    from icepick.data.manifest import read_manifest
+
     info = import_dataset(args.source, args.out, args.path, seed=args.seed, test_fraction=args.test_fraction,
-                          flip=args.flip, force=args.force)
-    log.info("imported %s into %s: %d classes, %d train and %d test images, flips %s; data set %s",
-             info.source, args.out, info.num_classes, info.n_train, info.n_test, "on" if info.flip else "off",
-             info.digest)
+                          flip=args.flip, size=args.size, channels=args.channels, fit=args.fit, force=args.force)
+    transform = read_manifest(args.out)[0].get("transform")
+    c, h, w = info.image_shape
+    log.info("imported %s into %s: %d classes, %d train%s and %d test images of %dx%d, %d channel%s (images: %s); "
+             "%s augmentation, flips %s; data set %s", info.source, args.out, info.num_classes, info.n_train,
+             f", {info.n_val} val" if info.n_val else "", info.n_test, w, h, c, "s" if c != 1 else "", transform,
+             info.augmentation.replace("_", " "), "on" if info.flip else "off", info.digest)
     return 0
 
 

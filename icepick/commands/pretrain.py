@@ -1,4 +1,5 @@
-"""Command ``pretrain``: train a model from scratch with the published recipe (resumable)."""
+"""Command ``pretrain``: train a model from scratch with the published recipe, or from weights
+(``--init``: transfer learning, a new classifier for the data's classes), resumable."""
 
 from __future__ import annotations
 
@@ -16,16 +17,27 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``pretrain`` subcommand."""
     from icepick.models import model_names
-    from icepick.train import SCHEDULES, WARMUPS, PretrainConfig
+    from icepick.train import NORMALIZE, SCHEDULES, WARMUPS, PretrainConfig
 
     d = PretrainConfig.__dataclass_fields__  # defaults shown in --help come from the config
-    p = subparsers.add_parser("pretrain", help="pretrain a model from scratch (published recipes; resumes after a kill)")
-    p.add_argument("--model", required=True, help=f"model name: {', '.join(model_names())}")
-    p.add_argument("--data", required=True, type=Path, help="data folder holding cifar-10-batches-py/")
+    p = subparsers.add_parser("pretrain", help="pretrain a model from scratch (published recipes) or from weights "
+                                               "(--init); resumes after a kill")
+    p.add_argument("--model", required=True,
+                   help=f"{', '.join(model_names())}, torchvision:<builder> or python:<module>:<factory>")
+    p.add_argument("--data", required=True, type=Path, help="data folder (icepick data import / synth / fetch)")
+    p.add_argument("--init", default=None,
+                   help="start from these weights: an icepick model file, a state dict or saved module of --model, or "
+                        "torchvision's named weights (IMAGENET1K_V1, from the local torch hub cache); a classifier of "
+                        "another class count is replaced and trained; --epochs 0 only converts the weights into an "
+                        "icepick model file")
+    p.add_argument("--normalize", default=d["normalize"].default, choices=NORMALIZE,
+                   help="what the model's inputs are normalised with: auto = the --init weights' own (torchvision's), "
+                        "else the data set's statistics; data; none (0..1 values, a model that normalises itself)")
     p.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
     p.add_argument("--epochs-csv", required=True, type=Path, help="per-epoch CSV to write")
     p.add_argument("--summary", required=True, type=Path, help="summary JSON to write")
-    p.add_argument("--epochs", type=int, default=d["epochs"].default, help="training epochs")
+    p.add_argument("--epochs", type=int, default=d["epochs"].default,
+                   help="training epochs (with --init a few are usual, and 0 converts without training)")
     p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate")
     p.add_argument("--momentum", type=float, default=d["momentum"].default, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=None,
@@ -58,7 +70,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, schedule=args.schedule, milestones=milestones, gamma=args.gamma,
         batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads,
         n_train=args.n_train, precision=args.precision, warmup=args.warmup,
-        warmup_factor=args.warmup_factor, warmup_error=args.warmup_error,
+        warmup_factor=args.warmup_factor, warmup_error=args.warmup_error, init=args.init,
+        normalize=args.normalize,
     )
     setup_device(args)  # threads, and cuDNN autotuning / TF32 on GPUs as for the other commands
     summary = pretrain(cfg, args.data, args.out, args.epochs_csv, args.summary)

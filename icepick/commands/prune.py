@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from icepick.algorithm import RunConfig, load_teacher, read_trace, run_experiment
-from icepick.data import check_classes, load_experiment_data
+from icepick.data import check_classes, dataset_info, load_experiment_data
 from icepick.analysis import WeightShiftConfig, shift_trace, trace_record, weight_shift_table
 from icepick.commands.common import add_device_args, seed_int, setup_device
 from icepick.config import ConfigError
@@ -39,6 +39,8 @@ def _register_blocks(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True,
                    help=f"{', '.join(model_names())}, torchvision:<builder> or python:<module>:<factory>")
     p.add_argument("--num-classes", type=int, default=10, help="outputs of the classifier")
+    p.add_argument("--input-shape", type=_shape_value, default=(3, 32, 32),
+                   help="CxHxW of the images, e.g. 3x224x224 or 1x28x28 (default 3x32x32)")
     p.add_argument("--ratio", type=float, default=RunConfig.ratio, help="r: what pruning every step at r leaves")
     p.add_argument("--coupled", action="store_true", help="also the groups that feed a residual addition")
     p.set_defaults(func=_blocks)
@@ -48,7 +50,7 @@ def _blocks(args: argparse.Namespace) -> int:
     from icepick.models import build_model
     from icepick.pruning import block_width, count_params, prunable_blocks, prune_block, step_convs
 
-    model = build_model(args.model, args.num_classes)
+    model = build_model(args.model, args.num_classes, input_shape=args.input_shape)
     steps = prunable_blocks(model, args.coupled)
     touched = step_convs(model, args.coupled)
     params = count_params(model)
@@ -67,10 +69,16 @@ def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -
     from icepick.models import model_names
 
     d = RunConfig()
-    p.add_argument("--pretrained", required=True, type=Path, help="pretrained model file (icepick pretrain)")
+    p.add_argument("--pretrained", required=True,
+                   help="the trained model: an icepick model file (icepick pretrain), or your own weights with --model "
+                        "(a state dict, a saved module, or torchvision's IMAGENET1K_V1 when its classes are the data's)")
     p.add_argument("--model", default=None,
-                   help=f"the architecture --pretrained must hold ({', '.join(model_names())}, torchvision:<builder> "
-                        "or python:<module>:<factory>); a file of another one is an error")
+                   help=f"the architecture of --pretrained ({', '.join(model_names())}, torchvision:<builder> "
+                        "or python:<module>:<factory>): needed for your own weights; an icepick file of another "
+                        "one is an error")
+    p.add_argument("--normalize", default="model", choices=("model", "data", "none"),
+                   help="what the model's inputs are normalised with: model = what its file records (else the data "
+                        "set's statistics), data, or none (0..1 values, a model that normalises itself)")
     p.add_argument("--data", required=True, type=Path, help="data directory holding cifar-10-batches-py/")
     p.add_argument("--seed", type=seed_int, default=d.seed, help="seed of the fine-tunings' data order")
     p.add_argument("--ratio", type=float, default=ratio, help="r: fraction of each pruned block's filters removed")
@@ -91,6 +99,17 @@ def _finetune_config(args: argparse.Namespace, **extra) -> FinetuneConfig:
         batch_size=args.batch_size, kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
         max_batches=args.max_batches, precision=args.precision, **extra,
     )
+
+
+def _shape_value(text: str) -> tuple[int, int, int]:
+    """--input-shape: 'CxHxW' (3x224x224)."""
+    try:
+        values = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be CxHxW such as 3x32x32 or 1x28x28, not {text!r}")
+    return values  # type: ignore[return-value]
 
 
 def _halt_value(text: str) -> float:
@@ -116,10 +135,11 @@ def _register_trace(subparsers: argparse._SubParsersAction) -> None:
 def _shift_setup(args: argparse.Namespace):
     """What trace and weight-shift share: fine-tuning config, device, data, student and teacher."""
     ft_cfg = _finetune_config(args, early_halt=0)  # a full epoch, no threshold: nothing to halt for
-    _check_pretrained(args)
+    model = _check_pretrained(args, Path(str(args.out) + ".pretrained.pt"))
     device = setup_device(args)
     torch.manual_seed(args.seed)
-    data = load_experiment_data(args.data, device, args.decision_split, args.val_size)
+    data = load_experiment_data(args.data, device, args.decision_split, args.val_size,
+                                normalization=_normalization(args.normalize, model))
     model, _ = load_model(args.pretrained, device)
     check_classes(model, data.info, args.pretrained)
     teacher = load_teacher(args.pretrained, device)
@@ -190,12 +210,13 @@ def _run(args: argparse.Namespace) -> int:
         finetune=_finetune_config(args, lr_shape=args.lr_shape, early_halt=args.early_halt),
     )
     trace = read_trace(args.trace)
-    model = _check_pretrained(args)
+    model = _check_pretrained(args, Path(str(args.summary_out) + ".pretrained.pt"))
     if trace is not None and cfg.eta > 0:
         _check_trace_matches(trace, model, args.pretrained, args.trace)
     device = setup_device(args)
     torch.manual_seed(cfg.seed)
-    data = load_experiment_data(args.data, device, cfg.decision_split, cfg.val_size, cfg.val_seed)
+    data = load_experiment_data(args.data, device, cfg.decision_split, cfg.val_size, cfg.val_seed,
+                                _normalization(args.normalize, model))
     summary = run_experiment(cfg, args.pretrained, data, args.steps_out, args.summary_out, args.model_out,
                              trace, device, show_progress=not args.no_progress)
     log.info("final accuracy %.2f%% after %d fine-tunings, %.1fs", summary["final_acc"],
@@ -203,20 +224,37 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_pretrained(args: argparse.Namespace) -> torch.nn.Module:
-    """The --pretrained model (on the CPU), after checking it is the architecture --model names."""
+def _check_pretrained(args: argparse.Namespace, converted: Path) -> torch.nn.Module:
+    """The --pretrained model (on the CPU), after checking it is the architecture --model names.
+
+    Your own weights (a state dict, a saved module, torchvision's named weights) are read as
+    --model for the data's classes and image shape and written once as an icepick model file
+    to ``converted``; ``args.pretrained`` then names that file.
+    """
+    from icepick.model_files import ensure_model_file
+
     if args.model is not None:
         from icepick.models import check_model_name
 
         check_model_name(args.model)
+    info = dataset_info(args.data)
+    args.pretrained = Path(ensure_model_file(args.pretrained, args.model, info.num_classes, info.image_shape,
+                                             converted))
     model, _ = load_model(args.pretrained, "cpu")
-    if args.model is not None and model.arch_name != args.model:
-        raise ConfigError(
-            f"pretrained: {args.pretrained} holds a {model.arch_name} model, not {args.model} (--model); "
-            f"it was written for another model: delete it and pretrain {args.model} again "
-            f"(Snakemake rebuilds it once it is gone)"
-        )
     return model
+
+
+def _normalization(choice: str, model: torch.nn.Module):
+    """--normalize as :func:`icepick.data.load_experiment_data` takes it: 'model' is what the model's
+    file records ('none', or its mean and std), the data's statistics when it records nothing."""
+    if choice == "none":
+        return None
+    if choice == "data":
+        return "data"
+    recorded = getattr(model, "normalization", None)
+    if recorded is None:
+        return "data"
+    return None if recorded == "none" else recorded
 
 
 def _check_trace_matches(trace: dict, model: torch.nn.Module, pretrained: Path, trace_path: Path) -> None:

@@ -60,6 +60,10 @@ def _check_config():
     if unknown:
         raise ValueError(f"models: unknown model(s) {', '.join(unknown)}; known: {', '.join(grid.MODEL_NAMES)}, "
                          "torchvision:<builder>, python:<module>:<factory>")
+    strangers = sorted(set(config.get("pretrained") or {}) - set(config["models"]))
+    if strangers:
+        raise ValueError(f"pretrained: {', '.join(strangers)} is not among models ({', '.join(config['models'])}); "
+                         "give weights only for configured models")
     for model in config["models"]:
         grid.table1_ratio(config, model)  # a ratio for every model (its own, its paper role's, or default)
         for group in GROUPS:
@@ -157,6 +161,9 @@ def data_import_options():
         ("--seed", d["split_seed"] if stratified else None),
         ("--test-fraction", d["test_fraction"] if stratified else None),
         ("--flip" if d["flip"] else "--no-flip", d["flip"] is not None),
+        ("--size", d.get("size")),
+        ("--channels", d.get("channels")),
+        ("--fit", d.get("fit")),
     ])
 
 
@@ -244,7 +251,25 @@ def run_options():
     ])
 
 
-def pretrain_options():
+def own_weights(model):
+    """The weights a model of the configuration comes with (`pretrained:`), or None."""
+    return (config.get("pretrained") or {}).get(model)
+
+
+def pretrain_inputs(wildcards):
+    """The data, and a model's own weights file where it has one (torchvision's named weights are no file)."""
+    inputs = {"data": data_ready()}
+    weights = own_weights(wildcards.model)
+    if weights is not None and grid.is_weights_file(weights):
+        inputs["weights"] = weights
+    return inputs
+
+
+def pretrain_options(model=None):
+    """Options of `icepick pretrain`: the recipe, or for a model with weights of its own `--init WEIGHTS --epochs 0`."""
+    weights = own_weights(model) if model is not None else None
+    if weights is not None:
+        return f"--init {weights} --epochs 0"
     p = config["pretrain"]
     return _flags([
         ("--epochs", p["epochs"]),

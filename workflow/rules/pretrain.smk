@@ -1,10 +1,11 @@
 # Pretraining from scratch with the published recipes: one model per name, shared by every
-# seed, trace and run of that model.
+# seed, trace and run of that model. A model with weights of its own (`pretrained: {model:
+# weights}`) is not trained: its weights become its pretrained.pt (`--init WEIGHTS --epochs 0`).
 
 
 rule pretrain:
     input:
-        data=data_ready(),
+        unpack(pretrain_inputs),
     output:
         model=PRETRAINED,
         epochs=grid.pretrain_epochs_path("{model}"),
@@ -15,7 +16,7 @@ rule pretrain:
         "results/benchmarks/{model}/pretrain.tsv"
     params:
         data=data_dir,
-        options=pretrain_options(),
+        options=lambda wildcards: pretrain_options(wildcards.model),
         device=device_options(),
     threads: THREADS
     resources:
