@@ -60,3 +60,19 @@ def grey_net(num_classes: int = 10) -> nn.Module:
 def head_only(num_classes: int = 10) -> nn.Module:
     """One convolution straight into the classifier: no group to prune."""
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+class AnyNet(nn.Module):
+    """TinyNet for images of any channel count (``in_channels``), as a user's factory may take it."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.net = TinyNet(num_classes)
+        self.net.stem = nn.Conv2d(in_channels, 8, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny_net_any(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    return AnyNet(num_classes, in_channels)
