@@ -1,4 +1,5 @@
-"""icepick.data: the CIFAR-10 readers (real and generated) and the device-resident iterators."""
+"""icepick.data: the readers (real and generated CIFAR-10), images from the user, the augmentation
+that suits each image size, and the device-resident iterators."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -303,3 +305,265 @@ def test_normalisation_uses_the_cifar10_statistics(synth_splits):
     flat = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1).expand(1, 3, 32, 32)
     img = data.normalize((flat * 255).round().to(torch.uint8))
     assert img.abs().max() < 0.01
+
+
+# ------------------------------------------------------------------------------------------
+# Images from the user: arrays, tensors, Datasets
+# ------------------------------------------------------------------------------------------
+
+
+class _Items(torch.utils.data.Dataset):
+    """A Dataset of ``(image, label)`` pairs held in a list."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def _uint8(n: int = 6, c: int = 3, h: int = 8, w: int = 10, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_as_uint8_images_takes_nchw_nhwc_and_grey_arrays_and_tensors():
+    from icepick.data.split import as_uint8_images
+
+    x = _uint8()
+    assert torch.equal(as_uint8_images(x), x) and torch.equal(as_uint8_images(x.numpy()), x)
+    nhwc = x.permute(0, 2, 3, 1).numpy().copy()  # NumPy's order, as torchvision's CIFAR10.data
+    out = as_uint8_images(nhwc)
+    assert torch.equal(out, x) and out.is_contiguous()
+    grey = x[:, 0].numpy()  # [N, H, W]
+    assert torch.equal(as_uint8_images(grey), x[:, :1])
+    assert torch.equal(as_uint8_images(x.long()), x)  # integers 0..255
+    with pytest.raises(ValueError, match=r"images: integer values must lie in 0..255 \(min -1, max 255\)"):
+        as_uint8_images(x.long() - (x.long() == 0).long())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_float_images_in_0_1_are_the_uint8_they_came_from(dtype):
+    from icepick.data.split import as_uint8_images
+
+    x = _uint8(seed=1)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0, 255
+    assert torch.equal(as_uint8_images(x.to(dtype) / 255), x)
+    assert torch.equal(as_uint8_images((x.numpy() / 255.0).astype(np.float32)), x)
+    assert torch.equal(as_uint8_images(x.permute(0, 2, 3, 1).numpy() / 255.0), x)  # NHWC floats
+
+
+@pytest.mark.parametrize("images, found", [
+    (lambda x: x.float(), r"min 0, max 255"),  # 0..255 floats
+    (lambda x: (x.float() / 255 - 0.5) / 0.25, r"min -2, max 2"),  # normalised
+    (lambda x: x.float() / 255 + 1e-3, r"min 0.001, max 1"),  # barely out
+])
+def test_floats_outside_0_1_are_refused_not_clamped(images, found):
+    from icepick.data.split import as_split, as_uint8_images
+
+    x = _uint8(seed=2)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0, 255
+    for call in (lambda: as_uint8_images(images(x)), lambda: as_split((images(x), torch.zeros(6)))):
+        with pytest.raises(ValueError, match=r"images: float images must hold values in 0..1 \(" + found) as info:
+            call()
+        assert "\n" not in str(info.value) and "normalize=" in str(info.value)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        as_uint8_images(torch.full((1, 1, 2, 2), float("nan")))
+
+
+def test_as_split_of_a_dataset_of_pil_images():
+    from PIL import Image
+
+    from icepick.data.split import as_split
+
+    x = _uint8(n=4, seed=3)
+    rgb = _Items([(Image.fromarray(img.permute(1, 2, 0).numpy()), i % 2) for i, img in enumerate(x)])
+    split = as_split(rgb)
+    assert torch.equal(split.images, x) and split.labels.tolist() == [0, 1, 0, 1]
+    np.testing.assert_allclose(split.mean, (x.double() / 255).mean(dim=(0, 2, 3)).numpy(), atol=1e-6)
+    grey = _Items([(Image.fromarray(img[0].numpy(), mode="L"), 1) for img in x])
+    assert torch.equal(as_split(grey).images, x[:, :1])
+    # a palette image is its colours, not its palette indices; a 1-bit image is black and white
+    palette = Image.fromarray(x[0].permute(1, 2, 0).numpy()).convert("P")
+    colours = torch.from_numpy(np.asarray(palette.convert("RGB")).copy()).permute(2, 0, 1)
+    assert torch.equal(as_split(_Items([(palette, 0)])).images[0], colours)
+    bits = Image.fromarray(x[0, 0].numpy()).convert("1")
+    assert set(as_split(_Items([(bits, 0)])).images.unique().tolist()) <= {0, 255}
+    # arrays and tensors in a Dataset, and a plain list of two pairs (not an (images, labels) tuple)
+    assert torch.equal(as_split(_Items([(img, 0) for img in x])).images, x)
+    assert torch.equal(as_split(_Items([(img.permute(1, 2, 0).numpy(), 0) for img in x])).images, x)
+    pairs = as_split([(x[0], 0), (x[1], 1)])
+    assert torch.equal(pairs.images, x[:2]) and pairs.labels.tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"data: the Dataset's images differ in shape"):
+        as_split(_Items([(x[0], 0), (x[0, :, :4], 1)]))
+
+
+def test_as_split_labels_are_class_indices():
+    from icepick.data.split import as_split
+
+    x = _uint8(n=3)
+    assert as_split((x, np.array([0.0, 2.0, 1.0]))).labels.tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match="labels: they hold fractional values; give class indices"):
+        as_split((x, np.array([0.5, 1.7, 2.0])))
+    with pytest.raises(ValueError, match=r"labels: \(2,\) is not one label per image \(3 images\)"):
+        as_split((x, [0, 1]))
+
+
+def test_normalize_without_statistics_is_a_scaling_to_0_1():
+    x = _uint8()
+    torch.testing.assert_close(data.normalize(x, mean=None, std=None), x.float() / 255, rtol=0, atol=1e-7)
+    split = Split(x, torch.zeros(6, dtype=torch.int64), mean=None, std=None)
+    out = torch.cat([b for b, _ in eval_batches(split)])
+    torch.testing.assert_close(out, x.float() / 255, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="both be given or both be None"):
+        Split(x, torch.zeros(6, dtype=torch.int64), mean=(0.5, 0.5, 0.5), std=None)
+    with pytest.raises(ValueError, match=r"must be 3 number\(s\), one per channel"):
+        Split(x, torch.zeros(6, dtype=torch.int64), mean=(0.5,), std=(0.2,))
+
+
+def test_experiment_data_normalisation_none_or_given(synth_root):
+    from icepick.data import load_experiment_data, resolve_normalization
+
+    cpu = torch.device("cpu")
+    plain = load_experiment_data(synth_root, cpu, normalization=None)
+    assert plain.train.mean is None and plain.normalization is None
+    x, _ = next(eval_batches(plain.test, batch_size=8))
+    torch.testing.assert_close(x, plain.test.images[:8].float() / 255, rtol=0, atol=1e-7)
+    given = load_experiment_data(synth_root, cpu, normalization={"mean": [0.5] * 3, "std": [0.25] * 3})
+    assert given.normalization == {"mean": [0.5] * 3, "std": [0.25] * 3} and given.decision.mean == (0.5,) * 3
+    with pytest.raises(ConfigError, match=r"normalize: mean \[0.5\] and std \[0.25\] must be 3 number\(s\) each"):
+        resolve_normalization(([0.5], [0.25]), None, None, 3)
+
+
+# ------------------------------------------------------------------------------------------
+# Augmentation by image size
+# ------------------------------------------------------------------------------------------
+
+
+def test_pad_crop_at_32px_is_byte_identical_to_the_old_cifar_recipe():
+    """The code before images could have any size: order, then offsets randint(0, 9, (2, n)), then
+    flips randint(0, 2, (n,)) from one generator; a crop of the image zero-padded by 4, mirrored."""
+    split = Split(_uint8(n=70, h=32, w=32, seed=4), torch.arange(70) % 10, flip=True)
+    for seed in (0, 7):
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(70, generator=gen)
+        offsets = torch.randint(0, 9, (2, 70), generator=gen)
+        flips = torch.randint(0, 2, (70,), generator=gen).bool()
+        padded = torch.nn.functional.pad(split.images, (4, 4, 4, 4))
+        expected = []
+        for p, i in enumerate(order.tolist()):
+            oy, ox = int(offsets[0, p]), int(offsets[1, p])
+            crop = padded[i, :, oy:oy + 32, ox:ox + 32]
+            expected.append(crop.flip(-1) if flips[p] else crop)
+        expected = torch.stack(expected)
+        got = list(train_batches(split, batch_size=32, seed=seed))
+        assert torch.equal(torch.cat([y for _, y in got]), split.labels[order])
+        for b, (x, _) in enumerate(got):
+            assert torch.equal(x, data.normalize(expected[32 * b:32 * (b + 1)]))  # the very same floats
+
+
+def test_pad_crop_at_28px_pads_by_4_and_at_64px_by_8():
+    from icepick.data import augment
+
+    assert augment.crop_padding(28, 28) == 4 and augment.crop_padding(32, 32) == 4
+    assert augment.crop_padding(64, 64) == 8 and augment.crop_padding(8, 8) == 1
+    assert augment.describe("pad_crop", 28, 28, False) == {"kind": "pad_crop", "padding": 4, "flip": False}
+    assert augment.default_augmentation(28, 28) == "pad_crop" and augment.default_augmentation(63, 200) == "pad_crop"
+    assert augment.default_augmentation(64, 64) == "random_resized_crop"
+    images = _uint8(n=40, c=1, h=28, w=28, seed=5)
+    params = augment.draw("pad_crop", 40, 28, 28, True, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert int(params["oy"].min()) == 0 and int(params["oy"].max()) == 8  # 2 * 4 + 1 offsets
+    out = augment.apply("pad_crop", images, params)
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for i in range(40):
+        oy, ox = int(params["oy"][i]), int(params["ox"][i])
+        crop = padded[i, :, oy:oy + 28, ox:ox + 28]
+        assert torch.equal(out[i], crop.flip(-1) if params["flip"][i] else crop)
+
+
+def _rrc(images: torch.Tensor, seed: int, flip: bool = True):
+    from icepick.data import augment
+
+    _, _, h, w = images.shape
+    params = augment.draw("random_resized_crop", len(images), h, w, flip, torch.Generator().manual_seed(seed),
+                          images.device)
+    return params, augment.apply("random_resized_crop", images, params)
+
+
+def test_random_resized_crop_is_deterministic_by_seed_and_within_the_images_values():
+    images = _uint8(n=16, h=64, w=80, seed=6)
+    images[3] = 77  # a constant image stays constant
+    images[4] = images[4] // 4 + 100  # values 100..163
+    (p1, a), (p2, b), (_, c) = _rrc(images, 1), _rrc(images, 1), _rrc(images, 2)
+    assert all(torch.equal(p1[k], p2[k]) for k in p1) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (16, 3, 64, 80) and a.is_floating_point()
+    lo = images.flatten(1).min(1).values.float().view(-1, 1, 1, 1)
+    hi = images.flatten(1).max(1).values.float().view(-1, 1, 1, 1)
+    assert bool((a >= lo - 1e-3).all()) and bool((a <= hi + 1e-3).all())
+    torch.testing.assert_close(a[3], torch.full_like(a[3], 77.0))
+    assert bool(((p1["w"] >= 1) & (p1["w"] <= 80) & (p1["x0"] >= 0) & (p1["x0"] + p1["w"] <= 80 + 1e-9)).all())
+    assert bool(((p1["h"] >= 1) & (p1["h"] <= 64) & (p1["y0"] >= 0) & (p1["y0"] + p1["h"] <= 64 + 1e-9)).all())
+    area = p1["w"] * p1["h"] / (64 * 80)
+    assert float(area.min()) >= 0.08 * 0.99 and float(area.max()) <= 1.0
+    _, no_flip = _rrc(images, 1, flip=False)
+    assert not torch.equal(no_flip, a)  # same boxes, some mirrored
+    p3, _ = _rrc(images, 1, flip=False)
+    assert torch.equal(p3["w"], p1["w"]) and not p3["flip"].any()  # the boxes do not depend on the flip setting
+
+
+def test_random_resized_crop_of_the_whole_image_is_the_image_and_flips_mirror():
+    from icepick.data import augment
+
+    # float32 sampling grids: within 0.01 of a grey level, far below the 1 that rounding to uint8 would hide
+    images = _uint8(n=5, h=64, w=72, seed=7)
+    whole = {"x0": torch.zeros(5, dtype=torch.float64), "y0": torch.zeros(5, dtype=torch.float64),
+             "w": torch.full((5,), 72.0, dtype=torch.float64), "h": torch.full((5,), 64.0, dtype=torch.float64),
+             "flip": torch.zeros(5, dtype=torch.bool)}
+    out = augment.apply("random_resized_crop", images, whole)
+    torch.testing.assert_close(out, images.float(), rtol=0, atol=0.01)
+    mirrored = augment.apply("random_resized_crop", images, {**whole, "flip": torch.tensor([True, False] * 2 + [True])})
+    torch.testing.assert_close(mirrored[0], images[0].flip(-1).float(), rtol=0, atol=0.01)
+    torch.testing.assert_close(mirrored[1], images[1].float(), rtol=0, atol=0.01)
+    # a box of the left half, mirrored, is the mirror of the left half (upscaled) too
+    half = {**whole, "w": torch.full((5,), 36.0, dtype=torch.float64)}
+    a = augment.apply("random_resized_crop", images, half)
+    b = augment.apply("random_resized_crop", images, {**half, "flip": torch.ones(5, dtype=torch.bool)})
+    torch.testing.assert_close(b, a.flip(-1), rtol=0, atol=0.01)
+
+
+def test_a_64px_split_trains_with_random_resized_crops():
+    split = Split(_uint8(n=20, h=64, w=64, seed=8), torch.arange(20) % 10)
+    assert split.augmentation == "random_resized_crop"
+    a = _epoch(split, batch_size=8, seed=3)
+    b = _epoch(split, batch_size=8, seed=3)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert a[0][0].shape == (8, 3, 64, 64) and len(a) == 3
+    plain = Split(split.images, split.labels, augmentation="pad_crop")  # the choice can be overridden
+    assert next(train_batches(plain, batch_size=4))[0].shape == (4, 3, 64, 64)
+    with pytest.raises(ConfigError, match="augmentation"):
+        Split(split.images, split.labels, augmentation="cutout")
+
+
+# ------------------------------------------------------------------------------------------
+# A model and its data
+# ------------------------------------------------------------------------------------------
+
+
+def test_check_classes_refuses_a_model_for_another_image_shape():
+    from icepick.data import DatasetInfo, check_classes
+
+    info = DatasetInfo("imagefolder", 10, tuple(map(str, range(10))), 100, 20, True, (0.5,), (0.25,), "d" * 64,
+                       image_shape=(1, 28, 28))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    check_classes(model, info, "m.pt")  # no input_shape attribute: nothing to check
+    model.num_classes, model.input_shape = 10, (1, 28, 28)
+    check_classes(model, info, "m.pt")
+    model.input_shape = (3, 32, 32)
+    with pytest.raises(ConfigError, match=r"pretrained: m.pt takes 3x32x32 images but the imagefolder data set holds "
+                                          r"1x28x28 ones; import the data at the model's size \(--size, --channels\)"):
+        check_classes(model, info, "m.pt")
+    model.input_shape, model.num_classes = (1, 28, 28), 100
+    with pytest.raises(ConfigError, match="pretrained: m.pt has 100 classes but the imagefolder data set has 10"):
+        check_classes(model, info, "m.pt")

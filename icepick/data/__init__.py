@@ -20,7 +20,7 @@ Example::
     train = load_split("data/synth", "train", "cpu")
     for x, y in train_batches(train, batch_size=128, seed=epoch):
         ...
-    dataset_info("data/synth").record()  # {source, digest, num_classes, n_train, n_test}
+    dataset_info("data/synth").record()  # source, digest, classes, sizes, image_shape, augmentation
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from icepick.data.layout import DataIntegrityError, md5
+from icepick.data.layout import MANIFEST, DataIntegrityError, IncompleteDataError, md5
 from icepick.records import atomic_path
 
-__all__ = ["SPLITS", "array_files", "write_arrays", "read_arrays", "images_file", "labels_file"]
+__all__ = ["SPLITS", "array_files", "write_arrays", "read_arrays", "images_file", "labels_file",
+           "check_not_orphaned"]
 
 SPLITS = ("train", "val", "test")
 
@@ -87,3 +88,16 @@ def read_arrays(
         raise DataIntegrityError(f"{root / labels_file(split)}: label {bad} is out of range for {num_classes} classes; "
                                  f"import the data set again")
     return images, labels
+
+
+def check_not_orphaned(root: Path) -> None:
+    """Raise :class:`IncompleteDataError` when ``root`` holds an import's ``.npy`` files but no
+    ``manifest.json``: an interrupted import (or one whose manifest was removed), whose files
+    nothing vouches for."""
+    found = [name for name in array_files(SPLITS) if (Path(root) / name).is_file()]
+    if found and not (Path(root) / MANIFEST).is_file():
+        raise IncompleteDataError(
+            f"{Path(root) / found[0]} belongs to an import, but {root} has no {MANIFEST}: the import is incomplete "
+            f"(interrupted, or its manifest was removed): redo it with `python -m icepick data import --source SOURCE "
+            f"--out {root} ...`"
+        )

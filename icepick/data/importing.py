@@ -28,6 +28,7 @@ in a temporary sibling folder and moved into place with the manifest written las
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import math
 import os
@@ -59,7 +60,7 @@ from icepick.data.layout import (
     read_batches,
     read_label_names,
 )
-from icepick.data.manifest import FORMAT, DatasetInfo, channel_stats, dataset_info, manifest_bytes, write_manifest
+from icepick.data.manifest import FORMAT, DatasetInfo, channel_stats, dataset_info, write_manifest
 
 __all__ = [
     "SOURCES",
@@ -252,17 +253,17 @@ def _to_array(image: Any, channels: int) -> np.ndarray:
 def _convert(image: Any, channels: int) -> Any:
     """A PIL image in 'L' (1 channel) or 'RGB' (3): PIL's conversions (RGB -> L: ITU-R 601-2 luma)."""
     mode = "L" if channels == 1 else "RGB"
-    if image.mode in ("I;16", "I;16B", "I;16L", "I") and mode == "L":  # 16-bit grey: scale, do not clip
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, do not clip (also for RGB)
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         from PIL import Image
 
-        return Image.fromarray(np.rint(array * (255.0 / top)).clip(0, 255).astype(np.uint8))
+        image = Image.fromarray(np.rint(array * (255.0 / top)).clip(0, 255).astype(np.uint8))
     return image if image.mode == mode else image.convert(mode)
 
 
 def _transform_text(own: tuple[int, int, int], shape: _Shape, out: tuple[int, int, int], before: str = "") -> str:
-    """What the import did to the images, in words (the manifest's ``transform`` and the log line)."""
+    """What the import did to the images, in words (the manifest's ``transform``, in the command's log line)."""
     steps = [before] if before else []
     c0, h0, w0 = own
     c1, h1, w1 = out
@@ -498,7 +499,21 @@ def _idx_content_md5(path: Path) -> str:
     return hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
+def _idx_split(source: str, images: np.ndarray, labels: np.ndarray, image_file: Path, label_file: Path,
+               classes: list[str]) -> None:
+    """Refuse one split's IDX arrays unless they are images with one label each, labels in range."""
+    if len(images) == 0:
+        raise DataIntegrityError(f"{image_file}: holds no images; download the {source} files again")
+    if len(images) != len(labels):
+        raise DataIntegrityError(f"{label_file}: {len(labels)} labels for the {len(images)} images of "
+                                 f"{image_file.name}; download the {source} files again")
+    if int(labels.max()) >= len(classes):
+        raise DataIntegrityError(f"{label_file}: label {int(labels.max())} is out of range for {len(classes)} classes "
+                                 f"(labels must lie in 0..{len(classes) - 1}); download the {source} files again")
+
+
 def _idx(source: str, path: Path | None, stage: Path, table: Mapping[str, str], shape: _Shape) -> _Images:
+    given = path
     if path is None:
         _download(IDX_TORCHVISION[source], stage / ".download", IDX_URLS[source], "torchvision's list")
         path = stage / ".download" / IDX_TORCHVISION[source] / "raw"
@@ -513,17 +528,22 @@ def _idx(source: str, path: Path | None, stage: Path, table: Mapping[str, str], 
                                      f"{actual}, expected {table[name]}); download it again")
     arrays = {name: read_idx(file, 3 if "images" in name else 1) for name, file in files.items()}
     classes = IDX_CLASSES[source]
+    sizes = {tuple(arrays[name].shape[1:]) for name in IDX_FILES if "images" in name}
+    if len(sizes) > 1:
+        raise DataIntegrityError(f"{path}: the training and test images differ in size "
+                                 f"({', '.join('x'.join(map(str, s)) for s in sorted(sizes))}); download the {source} "
+                                 f"files again")
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images, labels = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
-        if len(images) != len(labels) or (len(labels) and int(labels.max()) >= len(classes)):
-            raise DataIntegrityError(f"{files[prefix + '-labels-idx1-ubyte']}: {len(labels)} labels (max "
-                                     f"{int(labels.max()) if len(labels) else '-'}) for {len(images)} images of "
-                                     f"{len(classes)} classes; download the files again")
-        out, own = _transform_arrays(images[:, None], shape, None, None, str(files[f"{prefix}-images-idx3-ubyte"]))
+        image_name, label_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+        images, labels = arrays[image_name], arrays[label_name]
+        _idx_split(source, images, labels, files[image_name], files[label_name], classes)
+        out, own = _transform_arrays(images[:, None], shape, None, None, str(files[image_name]))
         splits[split] = (out, labels.astype(np.int64))
-    origin = {"path": str(path.resolve()), "url": IDX_URLS[source], "checked_against": _md5_origin(table, IDX_MD5[source])
+    origin = {"url": IDX_URLS[source], "checked_against": _md5_origin(table, IDX_MD5[source])
               + " of the uncompressed IDX files"}
+    if given is not None:  # a download's folder is a temporary one: not part of the record
+        origin = {"path": str(given.resolve()), **origin}
     return _Images(splits, classes, origin, _transform_text(own, shape, splits["train"][0].shape[1:]), _official_split())
 
 
@@ -653,6 +673,9 @@ def _imagefolder(path: Path, test_fraction: float | None, seed: int | None, shap
     if len(classes) < 2:
         raise DataSourceError(f"path: {path} holds one class folder ({classes[0]}); a classifier needs at least two")
     for split, names in per_root.items():
+        if layout is not None and not names:
+            raise DataSourceError(f"{roots[split]}: holds no class folder; put the {split} images of each class in "
+                                  f"{roots[split]}/CLASS/, or remove the folder")
         missing = sorted(set(classes) - set(names))
         if split != "val" and missing:
             raise DataSourceError(f"{roots[split]}: has no folder for class(es) {', '.join(missing[:3])} that another "
@@ -676,6 +699,8 @@ def _imagefolder(path: Path, test_fraction: float | None, seed: int | None, shap
                 with Image.open(file) as image:
                     image = _fit_image(_convert(image, channels), size, shape.fit, str(file))
                     rows.append(_to_array(image, channels))
+            except DataSourceError:  # the image was read but does not fit: the message says so
+                raise
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 raise _read_error(file, err) from err
             labels.append(c)
@@ -694,9 +719,9 @@ def _imagefolder(path: Path, test_fraction: float | None, seed: int | None, shap
     if len(sizes) == 1:
         text = _transform_text(own, shape, out_shape)  # type: ignore[arg-type]
     else:
-        text = (f"images of {len(sizes)} sizes: {'resize the shorter side to' if shape.fit == 'resize' else 'pad to'} "
-                f"{size}{' (bilinear, antialiased) and centre-crop' if shape.fit == 'resize' else ''} {size}x{size}; "
-                f"{'grey' if channels == 1 else 'RGB'}")
+        how = (f"resize the shorter side to {size} (bilinear, antialiased) and centre-crop {size}x{size}"
+               if shape.fit == "resize" else f"pad to {size}x{size} (centred, black)")
+        text = f"images of {len(sizes)} sizes: {how}; {'grey' if channels == 1 else 'RGB'}"
     return _Images(splits, classes, origin, text, split_record)
 
 
@@ -734,7 +759,22 @@ def _options(source: str, path: Any, seed: int | None, test_fraction: float | No
         _no_reshaping(source, shape)
         if fit is not None:
             raise ConfigError(f"fit: {source} keeps its official 32x32 RGB images; --fit is for resized images")
+    if fit is not None and size is None and source != "digits":  # digits: 32 by default
+        raise ConfigError(f"fit: --fit {fit} says how the images reach --size N; give --size too (without it "
+                          f"they keep their own size)")
     return (None if path is None else Path(path)), shape
+
+
+def _check_table(source: str, table: Mapping[str, str] | None) -> None:
+    """Refuse an ``official_md5`` list that does not name exactly the source's official files."""
+    if table is None:
+        return
+    official = {"cifar10": OFFICIAL_MD5, "cifar100": CIFAR100_MD5, **IDX_MD5}.get(source)
+    if official is None:
+        raise ConfigError(f"official_md5: {source} has no official files to check; leave it out")
+    if set(table) != set(official):
+        raise ConfigError(f"official_md5: the list for {source} must give an md5 for each of its files "
+                          f"({', '.join(official)}), not for {', '.join(sorted(table)) or 'none'}")
 
 
 def _default_flip(source: str) -> bool:
@@ -788,6 +828,7 @@ def import_dataset(
     out = Path(out)
     check_destination(out, source, force, "data import")
     table = dict(official_md5) if official_md5 is not None else None
+    _check_table(source, table)
     if source == "cifar10" and not force and (path is None or (out.exists() and path.resolve() == out.resolve())):
         images = _cifar10_in_place(out, table or OFFICIAL_MD5)
         if images is not None:  # the official files are already where they belong: vouch for them, move nothing
@@ -821,7 +862,8 @@ def import_dataset(
 
 
 def _announce(out: Path, images: _Images) -> DatasetInfo:
-    """The imported data set's info, after warning about classes with very few images."""
+    """The imported data set's info, after warning about classes with very few images (what was
+    done to the images is the manifest's ``transform``, which ``icepick data import`` logs)."""
     info = dataset_info(out)
     for split, (_, labels) in images.splits.items():
         counts = np.bincount(labels, minlength=len(images.classes))
@@ -833,31 +875,35 @@ def _announce(out: Path, images: _Images) -> DatasetInfo:
     return info
 
 
+#: What makes two imports the same data set (the rest of a manifest is provenance: package
+#: versions, the source's path, derived numbers).
+_SAME_DATA = (("format", "format"), ("layout", "layout"), ("classes", "classes"), ("image_shape", "image size"),
+              ("split", "split"), ("files", "images"), ("augmentation", "augmentation"))
+
+
 def _guard_reimport(out: Path, manifest: dict[str, Any], force: bool) -> None:
     """Refuse to replace an import of the same source whose images, split or settings differ
-    (models trained on it would meet test images they were trained on), unless ``force``."""
+    (models trained on it would meet test images they were trained on), unless ``force``.
+
+    The same images, split and settings imported again are allowed, whatever the provenance
+    (another pillow version, the source folder moved)."""
     old_path = out / MANIFEST
     if force or not old_path.is_file():
         return
-    old = old_path.read_bytes()
-    if old == manifest_bytes(manifest):
-        return
     try:
-        import json
-
-        previous = json.loads(old)
-    except ValueError:
+        previous = json.loads(old_path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        previous = None
+    if not isinstance(previous, dict):
         previous = {}
-    what = []
-    for key, label in (("split", "split"), ("files", "files"), ("image_shape", "image size"), ("classes", "classes"),
-                       ("augmentation", "flip setting"), ("origin", "source files")):
-        if previous.get(key) != manifest.get(key):
-            what.append(label)
+    what = [label for key, label in _SAME_DATA if previous.get(key) != manifest.get(key)]
+    if not what:
+        return
     if previous.get("format") != FORMAT:
-        what = [f"format {previous.get('format')!r}"]
+        what = [f"format ({previous.get('format')!r})"]
     raise DestinationError(
-        f"{out} holds an import of {manifest['source']} with another {', '.join(what[:3]) or 'manifest'}; models trained "
-        f"on it would meet test images they were trained on: import into another --out, or add --force to replace it"
+        f"{out} holds an import of {manifest['source']} with another {', '.join(what[:3])}; models trained on it "
+        f"would meet other (or their own test) images: import into another --out, or add --force to replace it"
     )
 
 

@@ -1,10 +1,11 @@
-"""The on-disk layout every data set shares: the CIFAR-10 python version's pickled batches.
+"""The CIFAR-10 python version's on-disk layout: pickled batches.
 
 ``<root>/cifar-10-batches-py/`` holds ``data_batch_1..5`` (training images), ``test_batch``
 and ``batches.meta``; each batch is a pickled dict with ``data`` (uint8 ``[N, 3072]``, one
 image per row, channel-major: 1024 red, 1024 green, 1024 blue values) and ``labels``; the
-meta file's ``label_names`` are the class names. The real CIFAR-10, the generated set and
-every imported data set use it, so one reader reads them all.
+meta file's ``label_names`` are the class names. The real CIFAR-10 (also when imported: its
+files are kept as they are) and the generated set use it; the other imports are stored as
+``.npy`` files (:mod:`icepick.data.arrays`).
 """
 
 from __future__ import annotations

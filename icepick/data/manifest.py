@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from icepick.data.arrays import check_not_orphaned
 from icepick.data.augment import AUGMENTATIONS, describe
 from icepick.data.cifar import OFFICIAL_MD5, missing_message, official_digest
 from icepick.data.layout import (
@@ -258,6 +259,7 @@ def dataset_info(root: str | os.PathLike) -> DatasetInfo:
         return DatasetInfo("synthetic", len(CIFAR10_CLASSES), CIFAR10_CLASSES, int(marker.get("n_train", 0)),
                            int(marker.get("n_test", 0)), True, CIFAR10_MEAN, CIFAR10_STD,
                            hashlib.sha256(data).hexdigest())
+    check_not_orphaned(root)
     if not base.is_dir():
         raise FileNotFoundError(missing_message(root, f"{base / 'data_batch_1'} is missing"))
     return DatasetInfo("cifar10", len(CIFAR10_CLASSES), CIFAR10_CLASSES, 50_000, 10_000, True, CIFAR10_MEAN,

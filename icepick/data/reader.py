@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icepick.data.arrays import read_arrays
+from icepick.data.arrays import check_not_orphaned, read_arrays
 from icepick.data.cifar import check_official, fetch_cifar10
 from icepick.data.layout import BASE_FOLDER, MANIFEST, TEST_FILES, TRAIN_FILES, DataIntegrityError, read_batches
 from icepick.data.manifest import verify_manifest
@@ -54,6 +54,7 @@ def read_split(root: str | os.PathLike, split: str, download: bool = False) -> t
     elif is_synthetic(root):
         check_synthetic(root)
     else:
+        check_not_orphaned(root)
         if download:
             fetch_cifar10(root)
         check_official(root)

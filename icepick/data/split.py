@@ -147,11 +147,23 @@ def as_uint8_images(images: Any) -> torch.Tensor:
     return (values * 255).round().to(torch.uint8).contiguous()
 
 
+_PIL_GREY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"}  # PIL modes read as one grey channel
+
+
+def _pil_array(image: Any) -> np.ndarray:
+    """A PIL image as uint8 HWC: grey modes as 'L' (16-bit scaled, not clipped), 'RGB' kept, every
+    other mode (palette, RGBA, CMYK, ...) converted to 'RGB', as the image folder import does."""
+    from icepick.data.importing import _convert
+
+    channels = 1 if image.mode in _PIL_GREY else 3
+    array = np.asarray(_convert(image, channels), dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
 def _item_image(item: Any) -> torch.Tensor:
     """One image of a Dataset: a PIL image (HWC), a NumPy array (HWC or CHW) or a tensor (CHW)."""
-    if hasattr(item, "getbands"):  # a PIL image: its bands become channels
-        array = np.asarray(item)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array.copy())[None]
+    if hasattr(item, "getbands"):  # a PIL image: its bands become channels (a palette's colours, not its indices)
+        return torch.from_numpy(_pil_array(item).copy()).permute(2, 0, 1)
     tensor = torch.as_tensor(np.asarray(item)) if not isinstance(item, torch.Tensor) else item
     if tensor.dim() == 2:
         return tensor[None]
@@ -177,6 +189,24 @@ def _from_dataset(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.as_tensor(labels)
 
 
+def _is_item(value: Any) -> bool:
+    """Whether ``value`` is one Dataset item ``(image, label)`` (a scalar label), not a batch of images."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return False
+    label = value[1]
+    return isinstance(label, (int, np.integer)) or (isinstance(label, (torch.Tensor, np.ndarray)) and label.ndim == 0)
+
+
+def _as_labels(labels: Any) -> torch.Tensor:
+    """Labels as int64 on the CPU; floats only with whole values (a 1.7 is no class index)."""
+    tensor = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).cpu()
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise ValueError(f"labels: dtype {tensor.dtype} is not a class index type (integers 0..num_classes-1)")
+    if tensor.is_floating_point() and tensor.numel() and not bool((tensor == tensor.round()).all()):
+        raise ValueError("labels: they hold fractional values; give class indices (integers 0..num_classes-1)")
+    return tensor.long()
+
+
 def as_split(
     data: "Split | tuple[Any, Any] | torch.utils.data.Dataset",
     mean: Stats = None,
@@ -193,12 +223,12 @@ def as_split(
     """
     if isinstance(data, Split):
         return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_item(data[0]):
         images, labels = data
     else:
         images, labels = _from_dataset(data)
     images = as_uint8_images(images).cpu().contiguous()
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().cpu()
+    labels = _as_labels(labels)
     if labels.shape != (len(images),):
         raise ValueError(f"labels: {tuple(labels.shape)} is not one label per image ({len(images)} images)")
     if mean is None and std is None and stats_from_images:
