@@ -1037,6 +1037,8 @@ def test_the_workflow_imports_each_configured_source_with_one_rule(tmp_path):
         src = repo / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for given in ("downloads", "pets"):  # the configured data.path folders exist (the workflow checks)
+        (tmp_path / given).mkdir()
     cases = {
         "data: {source: cifar100, root: data/c100, path: downloads}\n":
             ("data_import", "icepick data import --source cifar100 --out data/c100 --path downloads >"),
