@@ -3,7 +3,8 @@
 The method's steps live in modules named after the paper's words:
 ``models``, ``data``, ``pruning``, ``freezing``, ``schedule`` (Eq. 1), ``finetune``,
 ``algorithm`` (Algorithm 1) and ``analysis`` (Section 4.1). ``icepick.iterative_prune``
-(:mod:`icepick.api`) runs the method on a model and data in memory.
+(:mod:`icepick.api`) runs the method on a model and data in memory; ``icepick.compare`` runs
+it and the iterative baseline side by side and says what ICE-Pick saves.
 
 Importing the package imports nothing heavy (``import icepick.grid`` stays torch-free); the
 API is loaded on first use.
@@ -12,7 +13,7 @@ API is loaded on first use.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["iterative_prune", "PruneResult"]
+__all__ = ["iterative_prune", "PruneResult", "compare", "Comparison"]
 
 
 def __getattr__(name: str) -> Any:

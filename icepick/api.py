@@ -6,11 +6,20 @@ data as tensors or torch Datasets; it runs exactly what ``python -m icepick run`
 (:func:`icepick.algorithm.run_experiment`: the same records, the same decisions), with the
 freeze trace made first when ``eta`` freezes layers, and returns the pruned model with the
 step records and the run summary.
+
+:func:`compare` runs ICE-Pick and the iterative baseline on the same model and data, each
+through :func:`iterative_prune`, and answers "how much does ICE-Pick save on my model?":
+both runs, a table of their accuracy, fine-tunings, training MACs and time, and the savings
+(:mod:`icepick.reporting.compare`). :func:`run_comparison` does the same for a model file and
+a data set on disk through :func:`icepick.algorithm.run_experiment` (``icepick compare``),
+resuming where a killed comparison stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +33,13 @@ from icepick.analysis import trace_record
 from icepick.config import ConfigError
 from icepick.data import in_memory_data
 from icepick.model_files import load_model, save_model
-from icepick.records import write_json
+from icepick.records import read_json, write_json
 from icepick.runtime import resolve_device
 
-__all__ = ["PruneResult", "iterative_prune"]
+__all__ = ["PruneResult", "iterative_prune", "Comparison", "compare", "comparison_configs", "run_comparison",
+           "check_comparison_dir", "prepare_comparison_dir"]
+
+log = logging.getLogger(__name__)
 
 _FILES = ("pretrained.pt", "trace.json", "steps.csv", "summary.json", "pruned.pt")
 
@@ -171,3 +183,261 @@ def _make_trace(cfg: RunConfig, pretrained: Path, data: Any, device: torch.devic
     torch.manual_seed(cfg.seed)
     return trace_record(student, teacher, data, cfg.ratio, cfg.base, ft_cfg, cfg.seed, device,
                         {"decision_split": cfg.decision_split, "val_size": cfg.val_size})
+
+
+# ----------------------------------------------------------------- ICE-Pick against the baseline
+
+#: The state of an unfinished comparison (``run_comparison``): its settings, model and data.
+COMPARISON_STATE = "comparison.state.json"
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` and :func:`run_comparison` (``icepick compare``) return.
+
+    ``icepick`` and ``baseline``: the two runs; ``table``: one row per method
+    (:data:`icepick.reporting.compare.COMPARISON_COLUMNS`: unpruned and final accuracy,
+    fine-tunings, training MACs and wall time, each also with the freeze trace); ``savings``:
+    ICE-Pick's against the baseline (:func:`icepick.reporting.compare.comparison_savings`:
+    percent of MACs and of time, accuracy difference in points); ``figure``: ``comparison.png``
+    (``comparison.pdf`` beside it) when the comparison was written to a folder, else None.
+    ``str(comparison)`` is the printed answer.
+    """
+
+    icepick: PruneResult
+    baseline: PruneResult
+    table: "pd.DataFrame"  # noqa: F821
+    savings: dict[str, float]
+    figure: Path | None = None
+
+    def __str__(self) -> str:
+        from icepick.reporting.compare import format_comparison
+
+        return format_comparison(self.table, self.savings)
+
+
+def comparison_configs(settings: dict[str, Any]) -> tuple[RunConfig, RunConfig]:
+    """The two runs of a comparison: ICE-Pick with ``settings`` (any setting of
+    :class:`~icepick.algorithm.RunConfig` or :class:`~icepick.finetune.FinetuneConfig` but
+    ``method``), and the iterative baseline with the same ones (data, ratio, criterion, seed,
+    fine-tuning batch and caps) but method 'baseline', lr_policy 'fixed', eta 0 and a constant
+    rate, the baseline the paper compares with."""
+    if "method" in settings:
+        raise ConfigError(f"method: a comparison runs both 'icepick' and 'baseline'; leave method out "
+                          f"(not {settings['method']!r})")
+    ice = RunConfig.from_dict({**settings, "method": "icepick"})
+    base = dataclasses.replace(ice, method="baseline", lr_policy="fixed", eta=0.0,
+                               finetune=dataclasses.replace(ice.finetune, lr_shape="constant"))
+    return ice, base
+
+
+def compare(
+    model: nn.Module,
+    train: Any,
+    test: Any,
+    *,
+    device: str | torch.device = "auto",
+    normalize: Any = "data",
+    out_dir: str | Path | None = None,
+    flip: bool = True,
+    force: bool = False,
+    show_progress: bool = False,
+    **settings: Any,
+) -> Comparison:
+    """Run ICE-Pick and the iterative baseline on ``model`` and the same data, and say what ICE-Pick saves.
+
+    Both runs go through :func:`iterative_prune` (so through the same code as every run);
+    the baseline is :func:`comparison_configs`' (a full fine-tuning after every step at the
+    fixed rate, nothing frozen). With ``eta`` > 0, ICE-Pick's freeze trace is made first and
+    counted on its side (``total_train_macs_with_trace``, ``total_seconds_with_trace``).
+
+    Args:
+        model, train, test, device, normalize, flip, show_progress: as :func:`iterative_prune`.
+        out_dir: keep everything there: ``icepick/`` and ``baseline/`` (each run's files, as
+            :func:`iterative_prune` writes them; ICE-Pick's freeze trace in ``icepick/``),
+            ``comparison.csv``, ``comparison.json``, ``comparison.png`` and ``.pdf``. A folder
+            that holds a comparison is refused unless ``force`` (then the files a comparison
+            writes there are replaced; nothing else is touched). Default: a temporary folder,
+            and no figure.
+        **settings: the runs' settings (:func:`iterative_prune`'s, ``method`` excepted), e.g.
+            ``ratio=0.4, theta=1.5, eta=0.3, criterion="l1", max_steps=3, batch_size=64``.
+
+    Example (random images stand in for yours; a real model is trained first)::
+
+        >>> import torch, icepick
+        >>> from icepick.models import build_model
+        >>> g = torch.Generator().manual_seed(0)
+        >>> images = torch.randint(0, 256, (160, 3, 32, 32), dtype=torch.uint8, generator=g)
+        >>> labels = torch.randint(0, 10, (160,), generator=g)
+        >>> result = icepick.compare(build_model("resnet20"), (images[:128], labels[:128]),
+        ...                          (images[128:], labels[128:]), device="cpu", max_steps=2,
+        ...                          max_batches=2, batch_size=32)
+        >>> list(result.table["method"]), result.baseline.summary["n_finetunes"]
+        (['icepick', 'baseline'], 2)
+        >>> sorted(result.savings)  # doctest: +NORMALIZE_WHITESPACE
+        ['acc_diff', 'finetunes_saved', 'saved_macs', 'saved_macs_with_trace', 'saved_wall',
+         'saved_wall_with_trace']
+    """
+    configs = comparison_configs(settings)
+    out = prepare_comparison_dir(out_dir, force) if out_dir is not None else None
+    runs = {}
+    for cfg in configs:
+        runs[cfg.method] = iterative_prune(model, train, test, device=device, flip=flip, normalize=normalize,
+                                           out_dir=out / cfg.method if out is not None else None,
+                                           show_progress=show_progress, **cfg.flat())
+    return _comparison(runs, configs, out, resolve_device(str(device)), {"kind": "api-input"}, "icepick/trace.json")
+
+
+def _comparison_outputs() -> list[str]:
+    """Every file a comparison writes in its folder (relative paths): what ``force`` replaces."""
+    from icepick.reporting.compare import COMPARISON_FILES, METHODS
+
+    run_files = (*_FILES, "summary.json.state.pt")
+    return [*COMPARISON_FILES, "trace.json", COMPARISON_STATE, *(f"{m}/{name}" for m in METHODS for name in run_files)]
+
+
+def check_comparison_dir(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse a folder that already holds a finished comparison, unless ``force``."""
+    from icepick.reporting.compare import COMPARISON_FILES
+
+    out = Path(out_dir)
+    held = [name for name in COMPARISON_FILES if (out / name).exists()]
+    if held and not force:
+        raise ConfigError(f"out: {out} already holds a comparison ({', '.join(held)}); give another folder, or "
+                          "force it (icepick compare --force) to run it again and write over it")
+
+
+def prepare_comparison_dir(out_dir: str | Path, force: bool = False) -> Path:
+    """The folder of a comparison, made: one that holds a finished comparison is refused unless
+    ``force``, which removes the files a comparison writes there (and nothing else) first."""
+    out = Path(out_dir)
+    check_comparison_dir(out, force)
+    if force:
+        for rel in _comparison_outputs():
+            (out / rel).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_comparison(
+    icepick_cfg: RunConfig,
+    baseline_cfg: RunConfig,
+    pretrained: str | Path,
+    data: Any,
+    out_dir: str | Path,
+    device: torch.device,
+    *,
+    show_progress: bool = True,
+) -> Comparison:
+    """ICE-Pick and the baseline (:func:`comparison_configs`) on a model file and a loaded data
+    set (:func:`icepick.data.load_experiment_data`), each through
+    :func:`icepick.algorithm.run_experiment` into ``out_dir/icepick`` and ``out_dir/baseline``,
+    the freeze trace first into ``out_dir/trace.json`` when ICE-Pick freezes; then the
+    comparison's files (:func:`icepick.reporting.compare.write_comparison`).
+
+    Resumable: ``comparison.state.json`` records the settings, the model's sha256 and the data
+    set's identity until the comparison is written; started again with the same ones, a
+    finished run and the trace are read back and an unfinished run resumes from its state file.
+    A folder holding another unfinished comparison, or run records without that state, is
+    refused (one line) rather than written over; :func:`prepare_comparison_dir` with ``force``
+    clears it.
+    """
+    out = Path(out_dir)
+    pretrained = Path(pretrained)
+    state = json.loads(json.dumps({
+        "settings": {cfg.method: cfg.flat() for cfg in (icepick_cfg, baseline_cfg)},
+        "pretrained_sha256": _sha256(pretrained),
+        "data": data.info.record() if data.info is not None else None,
+    }))
+    _check_resumable(out, state)
+    write_json(out / COMPARISON_STATE, state)
+    trace = None
+    if icepick_cfg.eta > 0:
+        trace = read_json(out / "trace.json") if (out / "trace.json").is_file() else None
+        if trace is None:
+            log.info("making the freeze trace (eta %g > 0): the first block pruned at r = %g, one epoch",
+                     icepick_cfg.eta, icepick_cfg.ratio)
+            trace = _make_trace(icepick_cfg, pretrained, data, device)
+            write_json(out / "trace.json", trace)
+    runs = {cfg.method: _run_or_read(cfg, pretrained, data, out / cfg.method, trace if cfg.method == "icepick" else None,
+                                     device, show_progress)
+            for cfg in (icepick_cfg, baseline_cfg)}
+    origin = {"path": str(pretrained), "sha256": state["pretrained_sha256"]}
+    comparison = _comparison(runs, (icepick_cfg, baseline_cfg), out, device, origin,
+                             "trace.json" if trace is not None else None)
+    (out / COMPARISON_STATE).unlink(missing_ok=True)
+    return comparison
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _check_resumable(out: Path, state: dict[str, Any]) -> None:
+    """Refuse to write over another comparison's unfinished records (one line saying what differs)."""
+    if (out / COMPARISON_STATE).is_file():
+        held = read_json(out / COMPARISON_STATE)
+        differ = []
+        if held.get("settings") != state["settings"]:
+            old, new = (held.get("settings") or {}).get("icepick") or {}, state["settings"]["icepick"]
+            differ.append(f"settings ({', '.join(sorted(k for k in new if old.get(k) != new[k])) or 'baseline'})")
+        if held.get("pretrained_sha256") != state["pretrained_sha256"]:
+            differ.append("pretrained model")
+        if held.get("data") != state["data"]:
+            differ.append("data")
+        if differ:
+            raise ConfigError(f"out: {out} holds an unfinished comparison with other {' and '.join(differ)}; give "
+                              "another folder, or --force to start it over with these")
+        return
+    records = [rel for rel in _comparison_outputs() if (out / rel).exists()]
+    if records:
+        raise ConfigError(f"out: {out} already holds {', '.join(records[:4])}{' ...' if len(records) > 4 else ''} "
+                          "of no comparison it can resume; give an empty folder, or --force to write over them")
+
+
+def _run_or_read(cfg: RunConfig, pretrained: Path, data: Any, work: Path, trace: dict[str, Any] | None,
+                 device: torch.device, show_progress: bool) -> PruneResult:
+    """One run of a comparison: read back when it finished before with these settings, else run
+    (resuming from its state file, as ``icepick run`` does)."""
+    import pandas as pd
+
+    steps_csv, summary_json, pruned = work / "steps.csv", work / "summary.json", work / "pruned.pt"
+    done = all(p.is_file() for p in (steps_csv, summary_json, pruned))
+    summary = read_json(summary_json) if done else None
+    if summary is None or summary.get("config") != json.loads(json.dumps(cfg.flat())):
+        summary = run_experiment(cfg, pretrained, data, steps_csv, summary_json, pruned, trace, device, show_progress)
+    else:
+        log.info("%s: finished before with these settings; read back from %s", cfg.method, work)
+    model, _ = load_model(pruned, device)
+    return PruneResult(model, pd.read_csv(steps_csv), summary, trace, data.normalization)
+
+
+def _comparison(
+    runs: dict[str, PruneResult],
+    configs: tuple[RunConfig, RunConfig],
+    out: Path | None,
+    device: torch.device,
+    pretrained: dict[str, Any],
+    trace_file: str | None,
+) -> Comparison:
+    """The table and savings of two finished runs, and the comparison's files when ``out`` is given."""
+    from icepick.records import provenance
+    from icepick.reporting.compare import comparison_savings, comparison_table, write_comparison
+
+    table = comparison_table({method: run.summary for method, run in runs.items()})
+    savings = comparison_savings(table)
+    figure = None
+    if out is not None:
+        data = runs["icepick"].summary.get("provenance", {}).get("data")
+        meta = {
+            "settings": {cfg.method: cfg.flat() for cfg in configs},
+            "data": data,
+            "pretrained": pretrained,
+            "trace": trace_file if runs["icepick"].trace is not None else None,
+            "provenance": provenance(device, configs[0].finetune.precision, data),
+        }
+        figure = write_comparison(out, table, savings, {method: run.steps for method, run in runs.items()}, meta)
+    return Comparison(runs["icepick"], runs["baseline"], table, savings, figure)

@@ -28,6 +28,7 @@ COMMANDS = {
     "run": "icepick.commands.prune",
     "weight-shift": "icepick.commands.prune",
     "blocks": "icepick.commands.prune",
+    "compare": "icepick.commands.compare",
     "aggregate": "icepick.commands.report",
     "table": "icepick.commands.report",
     "figure": "icepick.commands.report",

@@ -9,7 +9,9 @@ Pure functions on pandas frames, one module per concern:
   (frames and booktabs LaTeX);
 - ``figures``: Figures 2 and 3, the thresholds, Eq. 1, the ablation and the criteria
   (matplotlib Agg + seaborn);
-- ``claims``: every quantitative claim of the paper checked against ours.
+- ``claims``: every quantitative claim of the paper checked against ours;
+- ``compare``: ICE-Pick against the iterative baseline on one model (``icepick compare``):
+  the table, the savings, the curves of its figure and the files.
 
 Tables, figures and claims take aggregated tables only, so restyling never reruns training.
 Units: accuracies in percent (0-100), theta in percentage points, ratio and eta fractions,
@@ -30,10 +32,18 @@ from icepick.reporting.aggregate import (
     write_text,
 )
 from icepick.reporting.claims import claims, claims_markdown, spearman, weight_shift_stats
+from icepick.reporting.compare import (
+    comparison_curves,
+    comparison_savings,
+    comparison_table,
+    format_comparison,
+    write_comparison,
+)
 from icepick.reporting.figures import (
     accuracy_curves,
     plot_ablation,
     plot_accuracy,
+    plot_comparison,
     plot_criteria,
     plot_lr_schedule,
     plot_thresholds,
@@ -72,6 +82,7 @@ __all__ = [
     "table1", "table1_latex", "time_savings", "time_savings_latex", "threshold_summary", "tex_escape",
     "ablation_table", "ablation_latex", "criteria_table", "criteria_latex",
     "accuracy_curves", "plot_weight_shift", "plot_accuracy", "plot_thresholds", "plot_lr_schedule",
-    "plot_ablation", "plot_criteria",
+    "plot_ablation", "plot_criteria", "plot_comparison",
+    "comparison_table", "comparison_savings", "comparison_curves", "format_comparison", "write_comparison",
     "spearman", "weight_shift_stats", "claims", "claims_markdown",
 ]

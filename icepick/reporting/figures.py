@@ -14,7 +14,7 @@ from icepick.reporting.paper import display_name, label, order_models
 from icepick.reporting.tables import ARM_LABELS, ablation_table, criteria_table, threshold_summary
 
 __all__ = ["accuracy_curves", "plot_weight_shift", "plot_accuracy", "plot_thresholds", "plot_lr_schedule",
-           "plot_ablation", "plot_criteria"]
+           "plot_ablation", "plot_criteria", "plot_comparison"]
 
 def accuracy_curves(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per step of every run, with step 0 = the unpruned model (acc_orig)."""
@@ -242,4 +242,55 @@ def plot_criteria(runs: pd.DataFrame, out: str | Path, png: str | Path | None = 
         axes[0][j].set_ylim(max(0.0, lo), None)
     if not order:
         _no_data(axes)
+    _save(fig, out, png)
+
+
+def plot_comparison(curves: pd.DataFrame, out: str | Path, png: str | Path | None = None,
+                    table: pd.DataFrame | None = None) -> None:
+    """ICE-Pick against the iterative baseline on one model (``icepick compare``): test accuracy
+    after each pruning step against the cumulative training MACs, one line per method (a filled
+    marker: the step was fine-tuned, hollow: skipped), the unpruned accuracy as a dashed line.
+
+    ``curves``: :func:`icepick.reporting.compare.comparison_curves` (ICE-Pick's line starts at
+    its freeze trace's MACs); ``table``: :func:`~icepick.reporting.compare.comparison_table`, whose
+    fine-tunings and times go into the legend.
+    """
+    from icepick.reporting.compare import METHOD_LABELS, METHODS
+
+    plt, sns = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), layout="constrained")
+    top = float(curves["train_macs"].max()) if len(curves) else 0.0
+    unit, scale = next(((u, s) for u, s in (("PMAC", 1e15), ("TMAC", 1e12), ("GMAC", 1e9), ("MMAC", 1e6))
+                        if top >= s), ("MAC", 1.0))
+    colors = dict(zip(METHODS, sns.color_palette("colorblind", len(METHODS))))
+    runs = table.set_index("method") if table is not None else None
+    for method in METHODS:
+        sub = curves[curves["method"] == method].sort_values("step")
+        if sub.empty:
+            continue
+        name = METHOD_LABELS[method]
+        if runs is not None and method in runs.index:
+            run = runs.loc[method]
+            traced = float(run["trace_seconds"] or 0) > 0
+            name += (f": {int(run['n_finetunes'])} of {int(run['n_steps'])} fine-tuned, "
+                     f"{float(run['total_seconds_with_trace']):.1f} s" + (" with the trace" if traced else ""))
+        x = sub["train_macs"] / scale
+        ax.plot(x, sub["acc"], color=colors[method], lw=1.2, ls="-" if method == "icepick" else "--", label=name)
+        tuned = sub["finetuned"].astype(bool)
+        ax.scatter(x[~tuned], sub["acc"][~tuned], facecolors="white", edgecolors=colors[method], s=14, zorder=3)
+        ax.scatter(x[tuned], sub["acc"][tuned], color=colors[method], s=14, zorder=4)
+    if len(curves):
+        orig = float(curves.loc[curves["step"] == 0, "acc"].iloc[0])
+        ax.axhline(orig, color="grey", lw=0.8, ls=":", label=f"unpruned ({orig:.2f}%)")
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    traced = bool(len(curves) and curves.loc[curves["step"] == 0, "train_macs"].max() > 0)
+    ax.set_xlabel(f"cumulative training MACs ({unit})" + ("; ICE-Pick's start with its freeze trace" if traced else ""))
+    ax.set_ylabel("test accuracy (%)")
+    title = "ICE-Pick against the iterative baseline"
+    if table is not None and len(table):
+        first = table.iloc[0]
+        title += f": {first['model']}, r = {first['ratio']:g}, θ = {first['theta']:g}, η = {first['eta']:g}"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     _save(fig, out, png)
