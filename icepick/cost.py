@@ -28,6 +28,15 @@ layers, never a prefix), and at the paper's reported fine-tuning counts (Table 1
 #Ft per run for the same model, eta, lr policy and theta, each fine-tuning costing the
 mean over the run's steps; runs the paper gives no count for keep the upper bound).
 
+The configuration is the workflow's: :func:`workflow_config` lays the given files over
+``config/config.yaml`` as Snakemake's ``--configfile`` does (nested mappings merged, later files
+win) and fills every key still missing with the schema's default
+(``workflow/schemas/config.schema.yaml``). The images are the data set's
+(:func:`data_facts`): the official counts of CIFAR-10/100 (50,000 / 10,000) and Fashion-MNIST /
+MNIST (60,000 / 10,000), the generated set's ``synthetic_train`` / ``synthetic_test``, and for
+digits and an image folder the import's manifest under ``data.root`` (import the data first);
+every MAC is counted at the data's image shape and class count.
+
 GPU hours = MACs / throughput. The default throughputs (:data:`H100_TRAIN_TMACS`,
 :data:`H100_EVAL_TMACS`) are assumptions for one H100 running these small CIFAR networks in
 fp32/TF32 at batch 128 (training) and 1000 (evaluation); see docs/performance.md for why,
@@ -37,11 +46,14 @@ TMAC/s = images/s x the MACs per training image printed here / 1e12).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from icepick import grid
@@ -52,6 +64,9 @@ __all__ = [
     "H100_TRAIN_TMACS",
     "H100_EVAL_TMACS",
     "Work",
+    "DataFacts",
+    "data_facts",
+    "workflow_config",
     "step_macs",
     "run_work",
     "sweep_costs",
@@ -64,7 +79,182 @@ H100_TRAIN_TMACS = 4.0
 #: Assumed effective evaluation (inference, batch 1000) throughput, tera-MACs per second.
 H100_EVAL_TMACS = 8.0
 
-_CIFAR = {"cifar10": (50_000, 10_000)}
+#: Sources with an official split: (training images, test images, image shape before data.size / data.channels, classes).
+OFFICIAL_DATA = {
+    "cifar10": (50_000, 10_000, (3, 32, 32), 10),
+    "cifar100": (50_000, 10_000, (3, 32, 32), 100),
+    "fashion-mnist": (60_000, 10_000, (1, 28, 28), 10),
+    "mnist": (60_000, 10_000, (1, 28, 28), 10),
+}
+#: Sources whose images keep their official shape (data.size and data.channels do not apply).
+_FIXED_SHAPE = ("cifar10", "cifar100")
+DEFAULT_SHAPE = (3, 32, 32)
+
+#: The workflow's files, looked for in the working directory, then beside the icepick package.
+BASE_CONFIG = Path("config") / "config.yaml"
+SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
+
+
+# ---------------------------------------------------------------- the configuration
+
+
+def _project_file(rel: Path) -> Path | None:
+    """``rel`` in the working directory, else in the project that holds this package, else None."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / rel).is_file():
+            return root / rel
+    return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such configuration file (--configfile)")
+    config = yaml.safe_load(Path(path).read_text())
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a workflow configuration (a YAML mapping of keys)")
+    return config
+
+
+def _merge(config: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Lay ``overlay`` over ``config`` in place, as Snakemake's ``update_config``: a mapping is
+    merged key by key, anything else (a list included) replaces the value."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
+            _merge(config[key], value)
+        else:
+            config[key] = copy.deepcopy(value)
+    return config
+
+
+def with_schema_defaults(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with every key the schema gives a default for and ``config`` lacks,
+    at every level (what Snakemake's ``validate(config, schema, set_default=True)`` fills in)."""
+    out = copy.deepcopy(dict(config))
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if isinstance(out.get(key), dict) and sub.get("properties"):
+            out[key] = with_schema_defaults(out[key], sub)
+    return out
+
+
+def _schema_error(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
+    """The first problem of ``config`` against the schema, on one line naming the key (None: none,
+    or no jsonschema to check with; Snakemake checks again when the workflow runs)."""
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - snakemake brings it
+        return None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    err = errors[0]
+    key = ".".join(str(part) for part in err.path) or "the configuration"
+    return f"{key}: {' '.join(err.message.split())[:300]}"
+
+
+def workflow_config(
+    configfiles: Sequence[str | os.PathLike] = (),
+    base: str | os.PathLike | None = None,
+    schema: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """The configuration the workflow would run with ``snakemake --configfile <configfiles>``.
+
+    ``base`` (default ``config/config.yaml``: the Snakefile's ``configfile``), then each of
+    ``configfiles`` laid over it in turn (nested mappings merged, later files win); then the
+    schema's default for every key still missing (default ``workflow/schemas/config.schema.yaml``),
+    and the result checked against the schema. Both default files are looked for in the working
+    directory, then in the project beside the icepick package; one that is absent is skipped.
+    Raises FileNotFoundError for a missing configuration file and ConfigError (one line, naming
+    the key) for a configuration the schema refuses.
+    """
+    base_path = Path(base) if base is not None else _project_file(BASE_CONFIG)
+    config = _read_yaml(base_path) if base_path is not None else {}
+    for path in configfiles:
+        _merge(config, _read_yaml(Path(path)))
+    schema_path = Path(schema) if schema is not None else _project_file(SCHEMA)
+    if schema_path is None:
+        return config
+    import yaml
+
+    rules = yaml.safe_load(schema_path.read_text())
+    config = with_schema_defaults(config, rules)
+    problem = _schema_error(config, rules)
+    if problem is not None:
+        raise ConfigError(f"{problem} ({schema_path})")
+    return config
+
+
+# ---------------------------------------------------------------- the data
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the cost needs of the data set: its images per split, classes and image shape (C, H, W)."""
+
+    source: str
+    n_train: int
+    n_test: int
+    n_val: int  # a stored validation split (an import with train/val/test folders); 0 = none
+    num_classes: int
+    image_shape: tuple[int, int, int]
+
+    def record(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "image_shape": list(self.image_shape)}
+
+
+def _import_hint(data: Mapping[str, Any]) -> str:
+    """The ``icepick data import`` command that writes ``data.root`` from the configuration."""
+    parts = [f"python -m icepick data import --source {data['source']}"]
+    if data.get("path"):
+        parts.append(f"--path {data['path']}")
+    parts.append(f"--out {data.get('root')}")
+    for key, option in (("size", "--size"), ("channels", "--channels"), ("fit", "--fit")):
+        if data.get(key) is not None:
+            parts.append(f"{option} {data[key]}")
+    return " ".join(parts)
+
+
+def data_facts(data: Mapping[str, Any]) -> DataFacts:
+    """The images a configuration's ``data`` section trains and tests on.
+
+    CIFAR-10/100, Fashion-MNIST and MNIST: their official counts, at their own image shape or
+    ``data.size`` / ``data.channels`` (Fashion-MNIST and MNIST); the generated set:
+    ``synthetic_train`` / ``synthetic_test`` images of 3x32x32; digits and an image folder: what
+    the import under ``data.root`` holds (its manifest), or one line saying how to import it.
+    """
+    source = str(data.get("source", "cifar10"))
+    if source in OFFICIAL_DATA:
+        n_train, n_test, (c, h, w), classes = OFFICIAL_DATA[source]
+        if source not in _FIXED_SHAPE:
+            c = int(data.get("channels") or c)
+            h = w = int(data.get("size") or h)
+        return DataFacts(source, n_train, n_test, 0, classes, (c, h, w))
+    if source == "synthetic":
+        return DataFacts(source, int(data["synthetic_train"]), int(data["synthetic_test"]), 0, 10, DEFAULT_SHAPE)
+    return _imported_facts(data, source)
+
+
+def _imported_facts(data: Mapping[str, Any], source: str) -> DataFacts:
+    """Digits and image folders: counts and shape from the import's manifest under ``data.root``."""
+    from icepick.data import MANIFEST, dataset_info
+
+    root = Path(str(data.get("root")))
+    if not (root / MANIFEST).is_file():
+        raise ConfigError(f"data.root: {root} holds no imported {source} data set, whose images the cost counts "
+                          f"(relative to {Path.cwd()}); import it first: {_import_hint(data)}")
+    info = dataset_info(root)
+    if info.source != source:
+        raise ConfigError(f"data.root: {root} holds a {info.source} data set, not the configuration's data.source "
+                          f"{source}; point data.root at the {source} import, or import it: {_import_hint(data)}")
+    return DataFacts(source, info.n_train, info.n_test, info.n_val, info.num_classes, tuple(info.image_shape))
+
+
+# ---------------------------------------------------------------- the work
 
 
 @dataclass
@@ -86,16 +276,20 @@ class Work:
         return (self.train_macs / (train_tmacs * 1e12) + self.eval_macs / (eval_tmacs * 1e12)) / 3600.0
 
 
+Shape = tuple[int, int, int]
+
+
 @lru_cache(maxsize=None)
-def _layer_shapes(model: str) -> tuple[dict[str, int], dict[str, tuple[int, int, int]], dict[str, str], dict[str, int]]:
-    """The unpruned model's per-layer MACs, (MACs per out-channel per input-channel-in-group,
-    out channels, inputs per group) of every conv, each block's kind and width."""
+def _layer_shapes(model: str, num_classes: int = 10, input_shape: Shape = DEFAULT_SHAPE
+                  ) -> tuple[dict[str, int], dict[str, tuple[int, int, int]], dict[str, str], dict[str, int]]:
+    """The unpruned model's per-layer MACs at ``input_shape``, (MACs per out-channel per
+    input-channel-in-group, out channels, inputs per group) of every conv, each block's kind and width."""
     from torch import nn
 
     from icepick.models import InvertedResidual, build_model
     from icepick.pruning import layer_macs, model_widths, prunable_blocks
 
-    net = build_model(model)
+    net = build_model(model, num_classes, input_shape=input_shape)
     macs = layer_macs(net)
     shapes = {}
     for name, module in net.named_modules():
@@ -106,12 +300,13 @@ def _layer_shapes(model: str) -> tuple[dict[str, int], dict[str, tuple[int, int,
     return macs, shapes, kinds, model_widths(net)
 
 
-def _pruned_step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
+def _pruned_step_macs(model: str, ratio: float, steps: int, num_classes: int, input_shape: Shape
+                      ) -> tuple[dict[str, int], ...]:
     """Per-layer MACs of a model outside the paper's families, measured on a copy pruned step by step."""
     from icepick.models import build_model
     from icepick.pruning import layer_macs, prunable_blocks, prune_block
 
-    net = build_model(model)
+    net = build_model(model, num_classes, input_shape=input_shape)
     out = [layer_macs(net)]
     for block, _ in prunable_blocks(net)[:steps]:
         prune_block(net, block, ratio)
@@ -120,17 +315,20 @@ def _pruned_step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, i
 
 
 @lru_cache(maxsize=None)
-def step_macs(model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
-    """Per-layer forward MACs of the unpruned model (index 0) and after each of ``steps`` prunes.
+def step_macs(model: str, ratio: float, steps: int, num_classes: int = 10,
+              input_shape: Shape = DEFAULT_SHAPE) -> tuple[dict[str, int], ...]:
+    """Per-layer forward MACs per image of ``input_shape`` (C, H, W) of the unpruned model
+    (index 0) and after each of ``steps`` prunes, for ``num_classes`` classes.
 
     Counted from the shapes: pruning block b from C to w filters scales ``b.conv1``'s outputs,
     ``b.conv2``'s inputs (ResNet) or ``b.conv2``'s channels and ``b.conv3``'s inputs
     (MobileNetV2) by w / C, and leaves every other layer alone (tests/test_cost.py checks this
     against ``layer_macs`` of the rebuilt pruned model).
     """
+    input_shape = tuple(input_shape)  # type: ignore[assignment]
     if is_model_spec(model):
-        return _pruned_step_macs(model, ratio, steps)
-    macs, shapes, kinds, widths = _layer_shapes(model)
+        return _pruned_step_macs(model, ratio, steps, num_classes, input_shape)
+    macs, shapes, kinds, widths = _layer_shapes(model, num_classes, input_shape)
     current = dict(macs)
     out = [dict(current)]
     for block in list(widths)[:steps]:
@@ -155,7 +353,8 @@ def _conv_names(model: str) -> tuple[str, ...]:
     return tuple(name for name, _, _ in conv_layers(build_model(model)))
 
 
-def frozen_for_bound(model: str, eta: float, layout: str = "worst") -> set[str]:
+def frozen_for_bound(model: str, eta: float, layout: str = "worst", num_classes: int = 10,
+                     input_shape: Shape = DEFAULT_SHAPE) -> set[str]:
     """The ceil(eta * N) layers assumed frozen: 'worst' = the cheapest (never the first), 'prefix'."""
     names = list(_conv_names(model))
     count = math.ceil(eta * len(names) - 1e-9)
@@ -163,7 +362,7 @@ def frozen_for_bound(model: str, eta: float, layout: str = "worst") -> set[str]:
         return set()
     if layout == "prefix":
         return set(names[:count])
-    macs = _unpruned(model)
+    macs = _unpruned(model, num_classes, input_shape)
     return set(sorted(names[1:], key=lambda n: (macs[n], n))[:count])
 
 
@@ -187,6 +386,14 @@ class _Setup:
     roles: dict[str, str] = field(default_factory=dict)
     layout: str = "worst"
     eval_cache: bool = True  # runs evaluate incrementally (the config's eval_cache)
+    num_classes: int = 10
+    input_shape: Shape = DEFAULT_SHAPE
+    pretrain_images: int = 0  # the whole training split (pretraining reads it; 0 = n_train)
+    data: DataFacts | None = None
+
+    def macs(self, model: str, ratio: float, steps: int) -> tuple[dict[str, int], ...]:
+        """:func:`step_macs` at this data's classes and image shape."""
+        return step_macs(model, ratio, steps, self.num_classes, self.input_shape)
 
     def ft_samples(self) -> int:
         if self.max_batches:
@@ -200,23 +407,23 @@ class _Setup:
 def _setup(config: Mapping[str, Any], layout: str) -> _Setup:
     from icepick.reporting.paper import PAPER_RUNS, PAPER_TABLE1
 
-    data = config["data"]
-    if data["source"] in _CIFAR:
-        n_train, n_test = _CIFAR[data["source"]]
-    else:
-        n_train, n_test = int(data["synthetic_train"]), int(data["synthetic_test"])
+    facts = data_facts(config["data"])
+    n_train, n_test = facts.n_train, facts.n_test
     dec = config.get("decision", {"split": "test"})
     separate = dec.get("split", "test") == "val"
-    n_dec = int(dec.get("val_size", 5000)) if separate else n_test
+    stored_val = separate and facts.n_val > 0  # decided on the import's own validation split
+    n_dec = (facts.n_val if stored_val else int(dec.get("val_size", 5000))) if separate else n_test
+    held_out = n_dec if separate and not stored_val else 0  # held out of the training split
     ft = config["finetune"]
     theta1 = float(config["experiments"]["table1"]["theta"])
     counts = {(m, float(eta), lr, theta1): n / PAPER_RUNS for (m, eta, lr), (_, n) in PAPER_TABLE1.items()}
     return _Setup(
-        n_train=n_train - (n_dec if separate else 0), n_test=n_test, n_decision=n_dec, separate_decision=separate,
+        n_train=n_train - held_out, n_test=n_test, n_decision=n_dec, separate_decision=separate,
         batch_size=int(ft["batch_size"]), max_batches=int(ft.get("max_batches", 0) or 0),
         early_halt=int(ft.get("early_halt", 0) or 0), max_steps=int(ft.get("max_steps", 0) or 0),
         paper_counts=counts, roles=dict(config.get("paper_role") or {}), layout=layout,
         eval_cache=bool(config.get("eval_cache", True)),
+        num_classes=facts.num_classes, input_shape=facts.image_shape, pretrain_images=n_train, data=facts,
     )
 
 
@@ -232,8 +439,8 @@ def _step_names(model: str) -> tuple[str, ...]:
     return tuple(name for name, _ in prunable_blocks(build_model(model)))
 
 
-def _unpruned(model: str) -> dict[str, int]:
-    return step_macs(model, 0.5, 0)[0]
+def _unpruned(model: str, num_classes: int = 10, input_shape: Shape = DEFAULT_SHAPE) -> dict[str, int]:
+    return step_macs(model, 0.5, 0, num_classes, input_shape)[0]
 
 
 def _n_steps(model: str, setup: _Setup) -> int:
@@ -244,12 +451,13 @@ def _n_steps(model: str, setup: _Setup) -> int:
 def run_work(spec: RunSpec, setup: _Setup) -> tuple[Work, Work]:
     """(upper bound, at the paper's counts) of one run of ``spec`` (one seed)."""
     steps = _n_steps(spec.model, setup)
-    layers = step_macs(spec.model, spec.ratio, steps)
+    layers = setup.macs(spec.model, spec.ratio, steps)
     teacher = sum(layers[0].values())
     if spec.method == "oneshot":
         work = _oneshot_work(layers, steps, setup)
         return work, work
-    frozen = frozen_for_bound(spec.model, spec.eta, setup.layout) if spec.method == "icepick" else set()
+    frozen = (frozen_for_bound(spec.model, spec.eta, setup.layout, setup.num_classes, setup.input_shape)
+              if spec.method == "icepick" else set())
     samples = setup.ft_samples()
     checks = 0
     if spec.method == "icepick" and setup.early_halt:
@@ -317,8 +525,8 @@ def _paper_count(spec: RunSpec, setup: _Setup, steps: int) -> float | None:
 
 def _pretrain_work(model: str, config: Mapping[str, Any], setup: _Setup) -> Work:
     p = config["pretrain"]
-    macs = _unpruned(model)
-    n = int(p.get("n_train") or (setup.n_train + (setup.n_decision if setup.separate_decision else 0)))
+    macs = _unpruned(model, setup.num_classes, setup.input_shape)
+    n = int(p.get("n_train") or setup.pretrain_images or setup.n_train)
     epochs = int(p["epochs"])
     return Work(0, 0.0, float(epochs * n * _train_per_image(macs, set())),
                 float(epochs * setup.n_test * sum(macs.values())))
@@ -326,7 +534,7 @@ def _pretrain_work(model: str, config: Mapping[str, Any], setup: _Setup) -> Work
 
 def _finetune_work(model: str, ratio: float, steps: int, setup: _Setup) -> Work:
     """``steps`` full fine-tunings after pruning the first blocks (freeze trace, weight shift)."""
-    layers = step_macs(model, ratio, steps)
+    layers = setup.macs(model, ratio, steps)
     teacher = sum(layers[0].values())
     train = sum(setup.ft_samples() * (_train_per_image(m, set()) + teacher) for m in layers[1:])
     evals = 2 * setup.n_test * teacher
@@ -334,7 +542,8 @@ def _finetune_work(model: str, ratio: float, steps: int, setup: _Setup) -> Work:
 
 
 def sweep_costs(config: Mapping[str, Any], layout: str = "worst") -> dict[str, Any]:
-    """Work of every part of the sweep described by a workflow ``config`` (a parsed config.yaml).
+    """Work of every part of the sweep described by a workflow ``config``: a whole configuration
+    (:func:`workflow_config` makes one of overlay files, as the workflow would run it).
 
     Returns ``{"rows": [...], "totals": {...}}``: one row per model and part (pretrain, trace,
     weight_shift, and each experiment group with its runs x seeds), each with the upper bound
@@ -382,11 +591,12 @@ def sweep_costs(config: Mapping[str, Any], layout: str = "worst") -> dict[str, A
         for upper, reported in distinct.values():
             total_upper.add(upper, seeds)
             total_reported.add(reported, seeds)
-    macs_per_image = {m: {"forward": sum(_unpruned(m).values()),
-                          "train_step": _train_per_image(_unpruned(m), set()) + sum(_unpruned(m).values())}
-                      for m in config["models"]}
+    unpruned = {m: _unpruned(m, setup.num_classes, setup.input_shape) for m in config["models"]}
+    macs_per_image = {m: {"forward": sum(macs.values()), "train_step": _train_per_image(macs, set()) + sum(macs.values())}
+                      for m, macs in unpruned.items()}
     return {"rows": rows, "totals": {"upper": total_upper.__dict__, "reported": total_reported.__dict__},
-            "macs_per_image": macs_per_image, "layout": layout, "seeds": seeds}
+            "macs_per_image": macs_per_image, "layout": layout, "seeds": seeds,
+            "data": setup.data.record() if setup.data is not None else None}
 
 
 def _row(model: str, part: str, upper: Work, reported: Work) -> dict[str, Any]:
@@ -395,6 +605,13 @@ def _row(model: str, part: str, upper: Work, reported: Work) -> dict[str, Any]:
 
 def _hours(work: Mapping[str, float], train_tmacs: float, eval_tmacs: float) -> float:
     return Work(**work).hours(train_tmacs, eval_tmacs)
+
+
+def _data_line(data: Mapping[str, Any]) -> str:
+    shape = "x".join(str(v) for v in data["image_shape"])
+    val = f" / {data['n_val']:,} validation" if data.get("n_val") else ""
+    return (f"Data: {data['source']}, {data['n_train']:,} training / {data['n_test']:,} test{val} images of "
+            f"{shape}, {data['num_classes']} classes.")
 
 
 def format_costs(costs: Mapping[str, Any], train_tmacs: float = H100_TRAIN_TMACS,
@@ -412,9 +629,10 @@ def format_costs(costs: Mapping[str, Any], train_tmacs: float = H100_TRAIN_TMACS
 
     lines = [
         f"Training at {train_tmacs:g} TMAC/s, evaluation at {eval_tmacs:g} TMAC/s; "
-        f"{costs['seeds']} seeds; ICE-Pick upper bound with '{costs['layout']}' freezing. "
+        f"{costs['seeds']} seed{'s' if costs['seeds'] != 1 else ''}; ICE-Pick upper bound with '{costs['layout']}' freezing. "
         f"{unit} = {scale:.0e} multiply-accumulates. 'reported' = at the paper's fine-tuning counts "
         "(where it gives them; else the upper bound).",
+        *([_data_line(costs["data"])] if costs.get("data") else []),
         "",
         f"| model | part | runs | fine-tunings upper / reported | train {unit} upper / reported | "
         f"eval {unit} upper / reported | GPU h upper / reported |",

@@ -140,3 +140,142 @@ def test_the_one_shot_baseline_trains_as_much_as_the_baseline_on_the_smallest_mo
     one, reported = run_work(RunSpec("resnet20", "oneshot", "fixed", 0.3, 0.0, 0.0), setup)
     assert one == reported and one.finetunes == 1
     assert 0 < one.train_macs <= base.train_macs
+
+
+# ---------------------------------------------------------------- any configuration, any data
+
+
+def _overlay(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+SMALL_OVERLAY = """\
+models: [resnet20]
+seeds: [0]
+experiments:
+  fig3: {ratios: [0.4], etas: [0, 0.3]}
+  table1: {ratios: {default: 0.6}, etas: [0.3]}
+  thresholds: {thetas: [2.5]}
+  ablation: {arms: []}
+  criteria: {criteria: []}
+"""
+
+
+def test_an_overlay_is_laid_over_the_papers_configuration_as_snakemake_does(tmp_path, capsys):
+    from icepick.cost import workflow_config
+
+    small = _overlay(tmp_path, "small.yaml", SMALL_OVERLAY)
+    later = _overlay(tmp_path, "later.yaml", "seeds: [0, 1]\nexperiments: {fig3: {etas: [0.7]}}\n")
+    config = workflow_config([small, later])
+    paper = _config("config.yaml")
+    assert config["models"] == ["resnet20"] and config["seeds"] == [0, 1]  # the later file wins
+    assert config["experiments"]["fig3"] == {**paper["experiments"]["fig3"], "ratios": [0.4], "etas": [0.7]}
+    assert config["experiments"]["table1"]["ratios"] == {**paper["experiments"]["table1"]["ratios"], "default": 0.6}
+    assert config["data"].items() >= paper["data"].items() and config["finetune"].items() >= paper["finetune"].items()
+    assert config["data"]["size"] is None  # a key config.yaml leaves out: the schema's default
+    assert main(["cost", "--configfile", str(small), "--configfile", str(later), "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "resnet20" in out and "resnet110" not in out and "2 seeds" in out
+    assert "Data: cifar10, 50,000 training / 10,000 test images of 3x32x32, 10 classes." in out
+
+
+def test_keys_no_file_gives_take_the_schemas_defaults(tmp_path):
+    from icepick.cost import workflow_config
+
+    bare = _overlay(tmp_path, "bare.yaml", "models: [resnet20]\n")
+    config = workflow_config([], base=bare)
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())["properties"]
+    assert config["finetune"]["early_halt"] == schema["finetune"]["properties"]["early_halt"]["default"]
+    assert config["data"]["synthetic_train"] == 4000 and config["experiments"]["fig3"]["etas"] == [0, 0.3, 0.7]
+    assert config["models"] == ["resnet20"] and config["seeds"] == list(range(10))
+
+
+def test_a_misspelt_key_is_one_line_naming_it(tmp_path, capsys):
+    bad = _overlay(tmp_path, "bad.yaml", "finetune: {batchsize: 64}\n")
+    assert main(["cost", "--configfile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("icepick cost: error: finetune: ") and "batchsize" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("data, facts", [
+    ({"source": "cifar100"}, (50_000, 10_000, 100, (3, 32, 32))),
+    ({"source": "fashion-mnist"}, (60_000, 10_000, 10, (1, 28, 28))),
+    ({"source": "mnist", "size": 32, "channels": 3}, (60_000, 10_000, 10, (3, 32, 32))),
+    ({"source": "synthetic", "synthetic_train": 192, "synthetic_test": 48}, (192, 48, 10, (3, 32, 32))),
+])
+def test_the_images_are_the_data_sets_own(data, facts):
+    from icepick.cost import data_facts
+
+    got = data_facts({"root": "data/x", **data})
+    assert (got.n_train, got.n_test, got.num_classes, got.image_shape) == facts
+
+
+@pytest.mark.slow
+def test_step_macs_at_the_datas_image_shape_match_the_really_pruned_model():
+    for name in ("resnet20", "mobilenetv2_w025"):
+        model = build_model(name, 7, input_shape=(1, 48, 40))
+        counted = step_macs(name, 0.4, 2, 7, (1, 48, 40))
+        assert counted[0] == layer_macs(model)
+        for step, (block, _) in enumerate(prunable_blocks(model)[:2], start=1):
+            prune_block(model, block, 0.4)
+            assert counted[step] == layer_macs(model), f"{name} step {step}"
+
+
+def _image_folder(root, size: int):
+    """Two classes of ten random RGB images of size x size."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(size)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def _folder_config(tmp_path, size: int) -> str:
+    from icepick.data import import_dataset
+
+    images = _image_folder(tmp_path / f"images{size}", size)
+    import_dataset("imagefolder", tmp_path / f"data{size}", images)
+    return SMALL_OVERLAY + f"data: {{source: imagefolder, path: {images}, root: {tmp_path / f'data{size}'}}}\n"
+
+
+def test_an_image_folder_is_costed_at_its_own_images_and_size(tmp_path, capsys):
+    from icepick.cost import sweep_costs, workflow_config
+
+    costs = {}
+    for size in (32, 64):
+        overlay = _overlay(tmp_path, f"folder{size}.yaml", _folder_config(tmp_path, size))
+        costs[size] = sweep_costs(workflow_config([overlay]))
+        assert costs[size]["data"] == {"source": "imagefolder", "n_train": 16, "n_test": 4, "n_val": 0,
+                                       "num_classes": 2, "image_shape": [3, size, size]}
+    assert main(["cost", "--configfile", str(tmp_path / "folder64.yaml")]) == 0
+    assert "Data: imagefolder, 16 training / 4 test images of 3x64x64, 2 classes." in capsys.readouterr().out
+    small, large = costs[32], costs[64]
+    per_image = large["macs_per_image"]["resnet20"]["forward"] / small["macs_per_image"]["resnet20"]["forward"]
+    assert per_image == pytest.approx(4.0, rel=1e-4)  # every convolution 4x; the classifier (64 x 2) alike
+    for part in ("upper", "reported"):
+        for work in ("train_macs", "eval_macs"):
+            assert large["totals"][part][work] == pytest.approx(4.0 * small["totals"][part][work], rel=1e-3)
+    pretrain = {r["part"]: r for r in small["rows"]}["pretrain"]["upper"]["train_macs"]
+    config = workflow_config([tmp_path / "folder32.yaml"])
+    from icepick.cost import _train_per_image, step_macs as counted
+
+    unpruned = counted("resnet20", 0.5, 0, 2, (3, 32, 32))[0]
+    assert pretrain == config["pretrain"]["epochs"] * 16 * _train_per_image(unpruned, set())
+
+
+@pytest.mark.parametrize("source, path", [("imagefolder", "my_images/"), ("digits", None)])
+def test_data_not_yet_imported_is_one_line_saying_how_to_import_it(tmp_path, capsys, source, path):
+    root = tmp_path / "nothing-here"
+    overlay = _overlay(tmp_path, "mine.yaml", SMALL_OVERLAY + f"data: {{source: {source}, path: {path or 'null'}, "
+                                                               f"root: {root}}}\n")
+    assert main(["cost", "--configfile", str(overlay)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("icepick cost: error: data.root: ")
+    command = f"python -m icepick data import --source {source}" + (f" --path {path}" if path else "") + f" --out {root}"
+    assert f"import it first: {command}" in err

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from icepick.config import ConfigError
+from icepick.records import write_json
 
 __all__ = ["register"]
 
@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and converts them to GPU hours at the given throughputs. The baseline is exact; ICE-Pick "
                     "is given as an upper bound and at the paper's reported fine-tuning counts.",
     )
-    p.add_argument("--configfile", type=Path, default=Path("config/config.yaml"), help="workflow configuration YAML")
+    p.add_argument("--configfile", type=Path, nargs="+", action="extend", default=None,
+                   help="workflow configuration YAML, as snakemake --configfile takes it: laid over "
+                        "config/config.yaml (a file of only the keys it changes is enough; several: later ones win, "
+                        "mappings merged), every key still missing at the schema's default")
     p.add_argument("--train-tmacs", type=float, default=H100_TRAIN_TMACS,
                    help=f"effective training throughput, tera-MACs/s (default {H100_TRAIN_TMACS:g}: one H100, "
                         "see docs/performance.md)")
@@ -38,23 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    import yaml
-
-    from icepick.cost import format_costs, sweep_costs
+    from icepick.cost import format_costs, sweep_costs, workflow_config
 
     if not args.train_tmacs > 0 or not args.eval_tmacs > 0:
         raise ConfigError("--train-tmacs and --eval-tmacs must be positive numbers (tera-MACs per second)")
-    if not args.configfile.is_file():
-        raise FileNotFoundError(f"{args.configfile}: no such configuration file")
-    config = yaml.safe_load(args.configfile.read_text())
-    if not isinstance(config, dict):
-        raise ConfigError(f"{args.configfile}: not a workflow configuration (a YAML mapping)")
+    files = list(args.configfile or [])
+    config = workflow_config(files)
     costs = sweep_costs(config, args.freezing)
-    print(f"Sweep of {args.configfile}:\n")
+    names = " + ".join(str(f) for f in files) or "config/config.yaml"
+    print(f"Sweep of {names}:\n")
     print(format_costs(costs, args.train_tmacs, args.eval_tmacs))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**costs, "configfile": str(args.configfile),
-                                         "train_tmacs": args.train_tmacs, "eval_tmacs": args.eval_tmacs},
-                                        indent=2) + "\n")
+        write_json(args.json, {**costs, "configfile": [str(f) for f in files], "train_tmacs": args.train_tmacs,
+                               "eval_tmacs": args.eval_tmacs})
     return 0
