@@ -37,7 +37,7 @@ from icepick.records import read_json, write_json
 from icepick.runtime import resolve_device
 
 __all__ = ["PruneResult", "iterative_prune", "Comparison", "compare", "comparison_configs", "run_comparison",
-           "check_comparison_dir", "prepare_comparison_dir"]
+           "check_comparison_dir", "prepare_comparison_dir", "keep_model_file"]
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +367,35 @@ def run_comparison(
                              "trace.json" if trace is not None else None)
     (out / COMPARISON_STATE).unlink(missing_ok=True)
     return comparison
+
+
+def keep_model_file(new: str | Path, dest: str | Path) -> Path:
+    """``dest`` when it already holds the model the file ``new`` holds (``new`` is then removed),
+    else ``new`` moved onto ``dest``; returns ``dest``.
+
+    For your own weights, written as a model file again each time a comparison starts: the
+    file's bytes differ from one writing to the next (the archive inside names the temporary
+    file it was written as), while a resumed run is tied to the exact bytes of its model file.
+    """
+    import os
+
+    new, dest = Path(new), Path(dest)
+    if dest.is_file() and _same_model(new, dest):
+        new.unlink()
+    else:
+        os.replace(new, dest)
+    return dest
+
+
+def _same_model(a: Path, b: Path) -> bool:
+    """Whether two model files hold the same model: architecture, classes, image shape, widths,
+    normalisation, meta and every tensor."""
+    (ma, meta_a), (mb, meta_b) = load_model(a), load_model(b)
+    facts = ("arch_name", "num_classes", "input_shape", "normalization", "trained_on")
+    if meta_a != meta_b or any(getattr(ma, f, None) != getattr(mb, f, None) for f in facts):
+        return False
+    sa, sb = ma.state_dict(), mb.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _sha256(path: Path) -> str:

@@ -48,12 +48,15 @@ def pretrained(tmp_path_factory):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     save_model(model, root / "pre.pt")
+    torch.save(model.state_dict(), root / "weights.pt")  # your own weights, as a state dict
     return root / "pre.pt", root / "data"
 
 
-def _cli(pretrained, out, *extra: str) -> int:
+def _cli(pretrained, out, *extra: str, weights: bool = False) -> int:
     pre, data = pretrained
-    return main(["compare", "--pretrained", str(pre), "--data", str(data), "--out", str(out), *SMALL, *extra])
+    model = ["--pretrained", str(pre.with_name("weights.pt")), "--model", "resnet20"] if weights else \
+        ["--pretrained", str(pre)]
+    return main(["compare", *model, "--data", str(data), "--out", str(out), *SMALL, *extra])
 
 
 def _check_records(out, trace: bool) -> dict:
@@ -126,13 +129,16 @@ def test_a_killed_comparison_resumes_without_running_a_finished_run_again(pretra
     monkeypatch.setattr(icepick.api, "run_experiment", killed_in_the_baseline)
     out = tmp_path / "cmp"
     with pytest.raises(KeyboardInterrupt):
-        _cli(pretrained, out)
+        _cli(pretrained, out, weights=True)
     assert (out / icepick.api.COMPARISON_STATE).is_file() and not (out / "comparison.json").exists()
+    converted = (out / "pretrained.converted.pt").read_bytes()
     # another comparison's settings are refused rather than written over
-    assert _cli(pretrained, out, "--theta", "2.5") == 2
+    assert _cli(pretrained, out, "--theta", "2.5", weights=True) == 2
     assert "unfinished comparison with other settings (theta)" in capsys.readouterr().err
-    assert _cli(pretrained, out) == 0
+    assert _cli(pretrained, out, weights=True) == 0
     assert calls == ["icepick", "baseline", "baseline"]  # ICE-Pick's finished run was read back
+    assert (out / "pretrained.converted.pt").read_bytes() == converted  # your weights: the same model file
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     _check_records(out, trace=False)
 
 

@@ -94,12 +94,21 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def _compare(args: argparse.Namespace) -> int:
     import torch
 
-    from icepick.api import check_comparison_dir, comparison_configs, prepare_comparison_dir, run_comparison
+    from icepick.api import (
+        check_comparison_dir,
+        comparison_configs,
+        keep_model_file,
+        prepare_comparison_dir,
+        run_comparison,
+    )
     from icepick.data import load_experiment_data
 
     icepick_cfg, baseline_cfg = comparison_configs(_settings(args))
     check_comparison_dir(args.out, args.force)  # before anything is written there
-    model = _check_pretrained(args, args.out / CONVERTED)
+    staged = args.out / f".{CONVERTED}.new"
+    model = _check_pretrained(args, staged)
+    if Path(args.pretrained) == staged:  # your own weights: the same file as last time, so that the runs resume
+        args.pretrained = keep_model_file(staged, args.out / CONVERTED)
     out = prepare_comparison_dir(args.out, args.force)
     device = setup_device(args)
     torch.manual_seed(icepick_cfg.seed)
