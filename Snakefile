@@ -11,12 +11,27 @@
 #   snakemake --forcerun results/resnet110/pretrained.pt
 # See results/README.md for the layout of the outputs.
 
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+sys.path.insert(0, str(Path(workflow.basedir)))  # icepick/ beside the Snakefile, installed or not
+from icepick import workflow_config
+
 
 configfile: "config/config.yaml"
+
+
+# A mistake in the configuration stops here with one line naming the key and what is allowed
+# (a misspelt key with the nearest valid one), before `validate`, which fills in the defaults.
+workflow_config.exit_on_errors(
+    workflow_config.schema_errors(
+        config, workflow_config.load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    )
+)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

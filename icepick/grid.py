@@ -5,7 +5,8 @@ One place for both, read by the workflow (``workflow/rules/common.smk``), ``icep
 the reports. It imports neither torch nor pandas, so that ``snakemake -n`` and the workflow's
 configuration checks never pay for them (a test holds this).
 
-Paths (every wildcard of a run is in its path)::
+Paths (every wildcard of a run is in its path; ``{model}`` is :func:`model_slug`'s folder name,
+which holds no colon: ``resnet110``, ``torchvision-resnet18``, ``python-my_nets-make_net``)::
 
     results/{model}/pretrained.pt, pretrain.json, pretrain_epochs.csv
     results/{model}/trace/r{ratio}/seed{seed}.json                freeze trace
@@ -43,6 +44,9 @@ __all__ = [
     "is_model_spec",
     "is_model_name",
     "is_weights_file",
+    "model_slug",
+    "model_slugs",
+    "model_spec",
     "RunSpec",
     "num",
     "experiment_name",
@@ -114,6 +118,48 @@ def is_model_name(name: str) -> bool:
     return all(parts) and len(parts) == (1 if kind == "torchvision" else 2)
 
 
+def model_slug(model: str) -> str:
+    """The folder name of ``model`` under results/, logs/ and results/benchmarks/, and the
+    workflow's ``{model}`` wildcard: a registry name as it is (``resnet110``), a spec with its
+    colons as dashes (``python:my_nets:make_net`` -> ``python-my_nets-make_net``,
+    ``torchvision:resnet18`` -> ``torchvision-resnet18``): colons in paths break scp, macOS and
+    Windows tools. A slug is its own slug. One-to-one over the names the workflow's schema
+    allows (no name there holds a dash); :func:`model_slugs` checks a configuration's models."""
+    return model.replace(":", "-")
+
+
+def model_slugs(models: Iterable[str]) -> dict[str, str]:
+    """``{slug: model}`` for the configured ``models``, in order. Raises ConfigError (one line)
+    where two of them would share a folder, also where their slugs differ only in case (one
+    folder on macOS and Windows)."""
+    from icepick.config import ConfigError
+
+    out: dict[str, str] = {}
+    folded: dict[str, str] = {}
+    for model in models:
+        slug = model_slug(model)
+        other = folded.get(slug.casefold())
+        if other is not None and other != model:
+            raise ConfigError(
+                f"models: {other} and {model} would share the folder results/{slug}/ (folder names hold no colon, "
+                "and ignore case on macOS and Windows); keep one of them, or give one of them another name")
+        folded[slug.casefold()] = model
+        out[slug] = model
+    return out
+
+
+def model_spec(slug: str, models: Iterable[str]) -> str:
+    """The model of ``models`` whose folder name (:func:`model_slug`) is ``slug``: what a command's
+    ``--model`` takes. Raises ConfigError naming the configured models when none is."""
+    from icepick.config import ConfigError
+
+    models = list(models)
+    for model in models:
+        if model_slug(model) == slug:
+            return model
+    raise ConfigError(f"models: no configured model has the folder name {slug}; configured: {', '.join(models)}")
+
+
 RUN_DIR = "results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"
 RUN_NAME = "{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}/seed{seed}"  # logs/, benchmarks/
 RUN_DIR_CRITERION = "results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}-{criterion}/seed{seed}"
@@ -154,9 +200,10 @@ class RunSpec:
         return experiment_name(self.method, self.lr_policy, self.ratio, self.eta, self.theta, self.criterion)
 
     def wildcards(self, seed: int) -> dict[str, str]:
-        """The workflow's wildcards of this run at ``seed`` (``criterion`` only under a criterion
-        other than the paper's: the paper's runs keep the paths without it)."""
-        out = {"model": self.model, "method": self.method, "lr_policy": self.lr_policy, "ratio": num(self.ratio),
+        """The workflow's wildcards of this run at ``seed`` (``model`` as its folder name,
+        :func:`model_slug`; ``criterion`` only under a criterion other than the paper's: the
+        paper's runs keep the paths without it)."""
+        out = {"model": model_slug(self.model), "method": self.method, "lr_policy": self.lr_policy, "ratio": num(self.ratio),
                "eta": num(self.eta), "theta": num(self.theta), "seed": str(seed)}
         if self.criterion != DEFAULT_CRITERION:
             out["criterion"] = self.criterion
@@ -289,27 +336,27 @@ def trace_ratios(config: Mapping[str, Any], model: str) -> list[float]:
 
 def pretrained_path(model: str) -> str:
     """The pretrained model file of ``model``."""
-    return f"results/{model}/pretrained.pt"
+    return f"results/{model_slug(model)}/pretrained.pt"
 
 
 def pretrain_summary_path(model: str) -> str:
     """The pretraining summary (JSON) of ``model``."""
-    return f"results/{model}/pretrain.json"
+    return f"results/{model_slug(model)}/pretrain.json"
 
 
 def pretrain_epochs_path(model: str) -> str:
     """The per-epoch pretraining CSV of ``model``."""
-    return f"results/{model}/pretrain_epochs.csv"
+    return f"results/{model_slug(model)}/pretrain_epochs.csv"
 
 
 def weight_shift_path(model: str) -> str:
     """Section 4.1's weight-shift table of ``model``."""
-    return f"results/{model}/weight_shift.csv"
+    return f"results/{model_slug(model)}/weight_shift.csv"
 
 
 def trace_path(model: str, ratio: float | str, seed: int | str, trace_ratio: float | None = None) -> str:
     """The freeze trace a run of ``ratio`` uses: made at its own ratio, or at ``trace_ratio`` when set."""
-    return TRACE.format(model=model, ratio=num(ratio if trace_ratio is None else trace_ratio), seed=seed)
+    return TRACE.format(model=model_slug(model), ratio=num(ratio if trace_ratio is None else trace_ratio), seed=seed)
 
 
 def run_path(spec: RunSpec, seed: int, filename: str) -> str:

@@ -146,3 +146,55 @@ def test_the_schema_lists_the_grids_arms_and_criteria():
     paper = _config()["experiments"]
     for group in ("ablation", "criteria"):  # the schema's defaults are the paper configuration's values
         assert {k: v["default"] for k, v in groups[group]["properties"].items()} == paper[group]
+
+
+# ---------------------------------------------------------------- folder names of models
+
+
+def test_a_model_spec_gets_a_folder_name_without_colons_and_registry_names_keep_theirs():
+    assert grid.model_slug("python:my_nets:make_net") == "python-my_nets-make_net"
+    assert grid.model_slug("torchvision:resnet18") == "torchvision-resnet18"
+    assert grid.model_slug("python:pkg.nets:make") == "python-pkg.nets-make"
+    for name in grid.MODEL_NAMES:  # existing results keep their paths
+        assert grid.model_slug(name) == name
+    assert grid.model_slug("python-my_nets-make_net") == "python-my_nets-make_net"  # a slug is its own slug
+    assert grid.model_slug("{model}") == "{model}"  # the workflow's wildcard pattern passes through
+
+
+def test_every_path_of_a_spec_model_holds_its_folder_name():
+    spec = "python:my_nets:make_net"
+    assert grid.pretrained_path(spec) == "results/python-my_nets-make_net/pretrained.pt"
+    assert grid.pretrain_summary_path(spec) == "results/python-my_nets-make_net/pretrain.json"
+    assert grid.pretrain_epochs_path(spec) == "results/python-my_nets-make_net/pretrain_epochs.csv"
+    assert grid.weight_shift_path("torchvision:resnet18") == "results/torchvision-resnet18/weight_shift.csv"
+    assert trace_path(spec, 0.4, 1) == "results/python-my_nets-make_net/trace/r0.4/seed1.json"
+    run = RunSpec(spec, "icepick", "icepick", 0.4, 0.3, 1.5)
+    assert run.wildcards(0)["model"] == "python-my_nets-make_net"
+    assert grid.run_path(run, 0, "summary.json") == (
+        "results/python-my_nets-make_net/runs/icepick-icepick-r0.4-eta0.3-theta1.5/seed0/summary.json")
+    config = {**_config("test.yaml"), "models": [spec, "torchvision:resnet18"], "experiments": {
+        **_config("test.yaml")["experiments"], "table1": {**_config("test.yaml")["experiments"]["table1"],
+                                                          "ratios": {"default": 0.4}}}}
+    paths = [p for g in GROUPS for p in group_run_files(config, g, "steps.csv")]
+    assert paths and not any(":" in p for p in paths)
+
+
+def test_folder_names_map_back_to_the_configured_models_and_a_shared_folder_is_one_line():
+    models = ["resnet20", "python:my_nets:make_net", "torchvision:resnet18"]
+    assert grid.model_slugs(models) == {"resnet20": "resnet20", "python-my_nets-make_net": "python:my_nets:make_net",
+                                        "torchvision-resnet18": "torchvision:resnet18"}
+    assert grid.model_spec("python-my_nets-make_net", models) == "python:my_nets:make_net"
+    with pytest.raises(ConfigError, match="no configured model has the folder name python-x-y"):
+        grid.model_spec("python-x-y", models)
+    # one folder on macOS and Windows, whose file systems ignore case
+    with pytest.raises(ConfigError) as err:
+        grid.model_slugs(["python:my_nets:Net", "python:my_nets:net"])
+    assert str(err.value) == (
+        "models: python:my_nets:Net and python:my_nets:net would share the folder results/python-my_nets-net/ "
+        "(folder names hold no colon, and ignore case on macOS and Windows); keep one of them, or give one of "
+        "them another name")
+
+
+def test_the_workflow_config_checks_import_neither_torch_nor_pandas():
+    code = "import icepick.workflow_config, sys; assert 'torch' not in sys.modules and 'pandas' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -308,6 +308,16 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
 
 
+#: Lines Snakemake prints before it reads the Snakefile.
+SNAKEMAKE_CHATTER = ("Using workflow specific profile", "Config file ")
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """What a failed dry run says, less Snakemake's own opening lines."""
+    return [line for line in (proc.stdout + proc.stderr).splitlines()
+            if line.strip() and not line.startswith(SNAKEMAKE_CHATTER)]
+
+
 @pytest.mark.parametrize(
     "args, key",
     [
@@ -322,21 +332,22 @@ def test_lint_is_clean():
 def test_invalid_config_fails_naming_the_key(args, key):
     proc = snakemake("-n", *args, check=False)
     assert proc.returncode != 0
-    assert key in proc.stdout + proc.stderr
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith(f"{key}: "), lines
 
 
 @pytest.mark.parametrize(
     "overlay, key",
     [
-        ("experiments:\n  fig3:\n    ratios: [0.4, 1.5]\n", "ratios"),
-        ("experiments:\n  fig3:\n    etas: [0.3, 1.0]\n", "etas"),
-        ("experiments:\n  table1:\n    theta: -1\n", "theta"),
-        ("experiments:\n  ablation:\n    arms: [no_kd]\n", "arms"),
-        ("experiments:\n  criteria:\n    criteria: [l3]\n", "criteria"),
-        ("schedule:\n  p: 0.7\n", "'p'"),
-        ("schedule:\n  beta: 0\n", "beta"),
-        ("finetune:\n  lr_shape: linear\n", "lr_shape"),
-        ("pretrain:\n  epoch: 3\n", "epoch"),
+        ("experiments:\n  fig3:\n    ratios: [0.4, 1.5]\n", "experiments.fig3.ratios[1]"),
+        ("experiments:\n  fig3:\n    etas: [0.3, 1.0]\n", "experiments.fig3.etas[1]"),
+        ("experiments:\n  table1:\n    theta: -1\n", "experiments.table1.theta"),
+        ("experiments:\n  ablation:\n    arms: [no_kd]\n", "experiments.ablation.arms[0]"),
+        ("experiments:\n  criteria:\n    criteria: [l3]\n", "experiments.criteria.criteria[0]"),
+        ("schedule:\n  p: 0.7\n", "schedule.p"),
+        ("schedule:\n  beta: 0\n", "schedule.beta"),
+        ("finetune:\n  lr_shape: linear\n", "finetune.lr_shape"),
+        ("pretrain:\n  epoch: 3\n", "pretrain.epoch"),
     ],
 )
 def test_invalid_nested_config_fails_naming_the_key(tmp_path, overlay, key):
@@ -344,7 +355,120 @@ def test_invalid_nested_config_fails_naming_the_key(tmp_path, overlay, key):
     path.write_text(overlay)
     proc = snakemake("-n", "--configfile", str(path), check=False)
     assert proc.returncode != 0
-    assert key in proc.stdout + proc.stderr
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith(f"{key}: "), lines
+
+
+def test_a_misspelt_key_is_one_line_with_the_nearest_valid_one(tmp_path):
+    cwd = copy_workflow(tmp_path / "wf", bad="finetune:\n  batchsize: 64\n")
+    proc = snakemake("-n", "--configfile", "config/test.yaml", "bad.yaml", cwd=cwd, check=False)
+    assert proc.returncode != 0
+    assert error_lines(proc) == ["finetune.batchsize: not a key; did you mean finetune.batch_size?"]
+
+
+# ---------------------------------------------------------------- your own models and files
+
+# A user's model module beside the workflow (a dry run reads it, never imports it).
+MY_NETS = """\
+import torch.nn as nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def tiny_net(num_classes=10):
+    return TinyNet(num_classes)
+"""
+MINE = """\
+models: [{models}]
+paper_role: {{}}
+experiments:
+  table1: {{ratios: {{default: 0.4}}}}
+"""
+
+
+def mine_copy(tmp_path: Path, models: list[str], extra: str = "") -> Path:
+    """A copy of the workflow with my_nets.py beside it and mine.yaml: ``models``, a Table 1
+    ratio for each, and ``extra`` (laid over config/test.yaml)."""
+    cwd = copy_workflow(tmp_path / "wf", mine=MINE.format(models=", ".join(models)) + extra)
+    (cwd / "my_nets.py").write_text(MY_NETS)
+    return cwd
+
+
+def mine_dry_run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return snakemake("-n", *args, "--configfile", "config/test.yaml", "mine.yaml", cwd=cwd, check=check)
+
+
+@pytest.mark.parametrize(
+    "models, extra, line",
+    [
+        (["python:my_netz:tiny_net"], "",
+         "models: python:my_netz:tiny_net: no module my_netz (my_netz.py or my_netz/) in the working directory {cwd} "
+         "or on the Python path; did you mean python:my_nets:tiny_net? put my_netz.py in the working directory "
+         "(where the jobs run), or add the folder that holds it to PYTHONPATH"),
+        (["python:my_nets:tiny_nett"], "",
+         "models: python:my_nets:tiny_nett: {cwd}/my_nets.py defines no tiny_nett; did you mean "
+         "python:my_nets:tiny_net? name a function of that module that builds the model (called as "
+         "tiny_nett(num_classes=N))"),
+        (["torchvision:resnet19"], "",
+         "models: torchvision:resnet19: torchvision {tv} has no classification model resnet19; did you mean "
+         "torchvision:resnet18? list them with python -c 'import torchvision; print(torchvision.models.list_models())'"),
+        (["resnet20"], "data: {{source: imagefolder, path: my_images/, root: data/mine}}\n",
+         "data.path: my_images/ does not exist (in the working directory {cwd}); give the image folder (one "
+         "sub-folder of images per class)"),
+        (["resnet20"], "pretrained: {{resnet20: weights/resnet20.pt}}\n",
+         "pretrained.resnet20: weights/resnet20.pt does not exist (in the working directory {cwd}); give the path of "
+         "resnet20's weights file, or remove the entry to pretrain it"),
+        (["python:my_nets:TinyNet", "python:my_nets:tinynet"], "",
+         "models: python:my_nets:TinyNet and python:my_nets:tinynet would share the folder "
+         "results/python-my_nets-tinynet/ (folder names hold no colon, and ignore case on macOS and Windows); keep "
+         "one of them, or give one of them another name"),
+    ],
+    ids=["python module", "python factory", "torchvision builder", "data.path", "pretrained weights", "shared folder"],
+)
+def test_a_model_or_file_that_would_fail_its_job_fails_the_dry_run_in_one_line(tmp_path, models, extra, line):
+    tv = ""
+    if any(m.startswith("torchvision:") for m in models):
+        tv = pytest.importorskip("torchvision").__version__
+    cwd = mine_copy(tmp_path, models, extra.format())
+    proc = mine_dry_run(cwd, check=False)
+    assert proc.returncode != 0
+    assert error_lines(proc) == [line.format(cwd=cwd.resolve(), tv=tv)]
+
+
+def test_a_python_models_results_logs_and_benchmarks_hold_no_colon_and_its_commands_name_it(tmp_path):
+    spec, slug = "python:my_nets:tiny_net", "python-my_nets-tiny_net"
+    cwd = mine_copy(tmp_path, [spec, "resnet20"])
+    out = mine_dry_run(cwd, "-p").stdout
+    assert job_counts(out)["pretrain"] == 2
+    paths = [path for kind, listed in re.findall(r"^\s+(output|log|benchmark): (.*)$", out, re.M)
+             for path in listed.split(", ")]
+    assert paths and not [p for p in paths if ":" in p]
+    for folder in ("results", "logs", "results/benchmarks"):
+        assert any(p.startswith(f"{folder}/{slug}/") for p in paths), folder
+        assert any(p.startswith(f"{folder}/resnet20/") for p in paths), folder  # registry names keep their paths
+    assert f"results/{slug}/runs/icepick-icepick-r0.4-eta0.3-theta1.5/seed0/summary.json" in paths
+    # every command that builds the model gets the spec; the report commands list it
+    commands = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", out):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        wc = re.search(r"wildcards: .*\bmodel=([^,\s]+)", block)
+        if head and wc and wc.group(1) == slug:
+            commands[head.group(1)] = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
+    assert set(commands) == {"pretrain", "weight_shift", "trace", "run"}
+    for rule, command in commands.items():
+        assert f" --model {spec} " in command and f"results/{slug}/" in command, (rule, command)
+    assert f"--models {spec} resnet20" in out
+    # a target by its folder name plans that model's branch
+    counts = job_counts(mine_dry_run(cwd, f"results/{slug}/pretrained.pt").stdout)
+    assert counts["pretrain"] == 1
 
 
 # ---------------------------------------------------------------- end to end (slow)

@@ -13,6 +13,7 @@ rule weight_shift:
     benchmark:
         "results/benchmarks/{model}/weight_shift.tsv"
     params:
+        model=model_of,
         data=data_dir,
         options=weight_shift_options(),
         device=device_options(),
@@ -22,5 +23,5 @@ rule weight_shift:
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick weight-shift --pretrained {input.model} --model {wildcards.model} --data {params.data}"
+        "python -m icepick weight-shift --pretrained {input.model} --model {params.model} --data {params.data}"
         " --out {output} {params.options} {params.device} --threads {threads} > {log} 2>&1"

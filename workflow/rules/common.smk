@@ -2,15 +2,14 @@
 # configuration, wildcard constraints and local rules. Rule files stay thin. The experiment
 # grid and the path scheme are icepick.grid's (torch-free: a dry run never imports torch);
 # see its docstring for the layout of results/. logs/ and results/benchmarks/ mirror the
-# output paths; paper_figures/ holds the tables, figures and claims.md.
+# output paths; paper_figures/ holds the tables, figures and claims.md. The {model} wildcard is
+# a model's folder name (grid.model_slug: no colon, python:my_nets:make_net ->
+# python-my_nets-make_net); the commands get the configured model itself (model_of).
+# Every configuration error stops the workflow with one line naming the key (icepick.workflow_config).
 
 import re
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir)))  # icepick/ beside the Snakefile, installed or not
-
-from icepick import grid
+from icepick import grid, workflow_config
 from icepick.grid import GROUPS, RUN_DIR, RUN_DIR_CRITERION, RUN_NAME, RUN_NAME_CRITERION, num, pretrained_path
 
 DATA_IMPORT_MARKER = f"{config['data']['root']}/manifest.json"  # written last by `icepick data import`
@@ -19,8 +18,27 @@ THREADS = config["threads"]
 PRETRAINED = pretrained_path("{model}")
 
 
+def _errors_of(check):
+    """The one-line message of a check's ConfigError (a ValueError), as a list; [] when it passes."""
+    try:
+        check()
+    except ValueError as err:
+        return [str(err)]
+    return []
+
+
+#: Folder name (the {model} wildcard) -> the configured model; two models sharing one fail here.
+MODEL_OF = {}
+workflow_config.exit_on_errors(_errors_of(lambda: MODEL_OF.update(grid.model_slugs(config["models"]))))
+
+
+def model_of(wildcards):
+    """The configured model of a job's {model} folder name: what `--model` of a command takes."""
+    return MODEL_OF[wildcards.model]
+
+
 wildcard_constraints:
-    model="|".join(map(re.escape, config["models"])),
+    model="|".join(map(re.escape, MODEL_OF)),
     method="icepick|baseline|oneshot",
     lr_policy="icepick|fixed",
     ratio=r"\d+(\.\d+)?",
@@ -76,7 +94,7 @@ def _check_config():
         )
 
 
-_check_config()
+workflow_config.exit_on_errors(_errors_of(_check_config))
 
 
 # ---------------------------------------------------------------- the experiment grid
@@ -103,8 +121,8 @@ def group_aggregate_inputs(wildcards):
 
 
 def per_model(pattern):
-    """``pattern`` filled in for every configured model."""
-    return [pattern.format(model=m) for m in config["models"]]
+    """``pattern`` filled in for every configured model (its folder name)."""
+    return [pattern.format(model=grid.model_slug(m)) for m in config["models"]]
 
 
 def all_targets():
@@ -178,7 +196,10 @@ def _check_data_config():
         raise ValueError(f"data.path: source {d['source']} takes no path; set data.path: null")
 
 
-_check_data_config()
+workflow_config.exit_on_errors(_errors_of(_check_data_config))
+# What fails only when a job runs, found now: a python: model's module or factory, a
+# torchvision: builder, data.path and the pretrained: weights files (one line each).
+workflow_config.exit_on_errors(workflow_config.model_errors(config["models"]) + workflow_config.path_errors(config))
 
 
 def run_inputs(wildcards):
@@ -259,7 +280,7 @@ def own_weights(model):
 def pretrain_inputs(wildcards):
     """The data, and a model's own weights file where it has one (torchvision's named weights are no file)."""
     inputs = {"data": data_ready()}
-    weights = own_weights(wildcards.model)
+    weights = own_weights(model_of(wildcards))
     if weights is not None and grid.is_weights_file(weights):
         inputs["weights"] = weights
     return inputs

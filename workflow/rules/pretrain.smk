@@ -15,8 +15,9 @@ rule pretrain:
     benchmark:
         "results/benchmarks/{model}/pretrain.tsv"
     params:
+        model=model_of,
         data=data_dir,
-        options=lambda wildcards: pretrain_options(wildcards.model),
+        options=lambda wildcards: pretrain_options(model_of(wildcards)),
         device=device_options(),
     threads: THREADS
     resources:
@@ -24,6 +25,6 @@ rule pretrain:
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick pretrain --model {wildcards.model} --data {params.data}"
+        "python -m icepick pretrain --model {params.model} --data {params.data}"
         " --out {output.model} --epochs-csv {output.epochs} --summary {output.summary}"
         " {params.options} {params.device} --threads {threads} > {log} 2>&1"

@@ -14,6 +14,7 @@ rule trace:
     benchmark:
         "results/benchmarks/{model}/trace/r{ratio}/seed{seed}.tsv"
     params:
+        model=model_of,
         data=data_dir,
         options=trace_options(),
         device=device_options(),
@@ -23,7 +24,7 @@ rule trace:
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick trace --pretrained {input.model} --model {wildcards.model} --data {params.data} --out {output}"
+        "python -m icepick trace --pretrained {input.model} --model {params.model} --data {params.data} --out {output}"
         " --ratio {wildcards.ratio} --seed {wildcards.seed} {params.options} {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -39,6 +40,7 @@ rule run:
     benchmark:
         f"results/benchmarks/{RUN_NAME}.tsv"
     params:
+        model=model_of,
         data=data_dir,
         trace=trace_option,
         options=run_params,
@@ -49,7 +51,7 @@ rule run:
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick run --pretrained {input.model} --model {wildcards.model} --data {params.data} {params.trace}"
+        "python -m icepick run --pretrained {input.model} --model {params.model} --data {params.data} {params.trace}"
         " --method {wildcards.method} --lr-policy {wildcards.lr_policy} --ratio {wildcards.ratio}"
         " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
         " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
