@@ -143,18 +143,24 @@ def with_schema_defaults(config: Mapping[str, Any], schema: Mapping[str, Any]) -
 
 
 def _schema_error(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
-    """The first problem of ``config`` against the schema, on one line naming the key (None: none,
-    or no jsonschema to check with; Snakemake checks again when the workflow runs)."""
+    """The first problem of ``config`` against the schema, on one line naming the key, or None:
+    :func:`icepick.workflow_config.schema_errors` (a misspelt key with the nearest valid one,
+    a wrong value with what is allowed), then jsonschema for anything else, as Snakemake's
+    ``validate`` would find it."""
+    from icepick.workflow_config import schema_errors
+
+    errors = schema_errors(config, schema)
+    if errors:
+        return errors[0]
     try:
         import jsonschema
     except ImportError:  # pragma: no cover - snakemake brings it
         return None
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
-    if not errors:
+    found = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if not found:
         return None
-    err = errors[0]
-    key = ".".join(str(part) for part in err.path) or "the configuration"
-    return f"{key}: {' '.join(err.message.split())[:300]}"
+    key = ".".join(str(part) for part in found[0].path) or "the configuration"
+    return f"{key}: {' '.join(found[0].message.split())[:300]}"
 
 
 def workflow_config(
@@ -166,8 +172,8 @@ def workflow_config(
 
     ``base`` (default ``config/config.yaml``: the Snakefile's ``configfile``), then each of
     ``configfiles`` laid over it in turn (nested mappings merged, later files win); then the
-    schema's default for every key still missing (default ``workflow/schemas/config.schema.yaml``),
-    and the result checked against the schema. Both default files are looked for in the working
+    the result checked against the schema (default ``workflow/schemas/config.schema.yaml``), and
+    the schema's default for every key still missing. Both default files are looked for in the working
     directory, then in the project beside the icepick package; one that is absent is skipped.
     Raises FileNotFoundError for a missing configuration file and ConfigError (one line, naming
     the key) for a configuration the schema refuses.
@@ -182,11 +188,10 @@ def workflow_config(
     import yaml
 
     rules = yaml.safe_load(schema_path.read_text())
-    config = with_schema_defaults(config, rules)
-    problem = _schema_error(config, rules)
+    problem = _schema_error(config, rules)  # as the Snakefile: checked, then the defaults filled in
     if problem is not None:
-        raise ConfigError(f"{problem} ({schema_path})")
-    return config
+        raise ConfigError(problem)
+    return with_schema_defaults(config, rules)
 
 
 # ---------------------------------------------------------------- the data
