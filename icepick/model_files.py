@@ -112,8 +112,8 @@ def save_model(
     }
     if training_images is not None:
         payload["training_images"] = torch.from_numpy(np.asarray(training_images, dtype=np.int64))
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)  # through a handle: the archive's inner name is fixed, the bytes reproducible
 
 
 def _read(path: str) -> Any:

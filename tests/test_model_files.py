@@ -217,3 +217,13 @@ def test_grey_images_through_colour_weights_are_the_colour_model_on_the_grey_ima
     grey = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(grey), resnet18_cache(grey.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+
+
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    """A run's saved state is tied to its pretrained file's bytes: converting the same weights again
+    (a restarted `icepick run --pretrained <your weights>`) must give the same file, or it starts over."""
+    torch.manual_seed(0)
+    model = build_model("resnet20")
+    save_model(model, tmp_path / "a.pt", {"kind": "x"})
+    save_model(model, tmp_path / "b.pt", {"kind": "x"})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
