@@ -604,12 +604,19 @@ class _OneShot:
 
 def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block: str, step: int) -> torch.Tensor:
     """The run's criterion on ``block``: data criteria read ``criterion_batches`` training batches
-    (no augmentation, in the order of the step's seed); ``random`` draws from the step's seed."""
+    (no augmentation, in the order of the step's seed); ``random`` draws from the step's seed.
+    ``bn_scale`` first checks that every step of the run has a BatchNorm to read (ConfigError at
+    the first step, before anything is pruned, rather than a failure mid-run)."""
     seed = step_seed(cfg.seed, step)
     batches = None
     if cfg.criterion in DATA_CRITERIA:
         epoch = train_batches(data.train, cfg.finetune.batch_size, seed, augment=False)
         batches = itertools.islice(epoch, cfg.criterion_batches)
+    if cfg.criterion == "bn_scale":  # every step must have its BatchNorm: said before the first prune
+        from icepick.criteria import check_criterion
+
+        steps = [(name, pruned_layers(model, blk)[1]) for name, blk in prunable_blocks(model, cfg.coupled)]
+        check_criterion(cfg.criterion, steps, str(getattr(model, "arch_name", type(model).__name__)))
     conv, bn = pruned_layers(model, model.get_submodule(block))
     return filter_scores(model, conv, bn, cfg.criterion, seed, batches)
 

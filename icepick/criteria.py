@@ -26,13 +26,13 @@ valid.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icepick.config import check_choice
+from icepick.config import ConfigError, check_choice
 
 __all__ = [
     "CRITERIA",
@@ -45,6 +45,7 @@ __all__ = [
     "taylor_scores",
     "mean_activation_scores",
     "filter_scores",
+    "check_criterion",
 ]
 
 CRITERIA = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation")
@@ -174,11 +175,29 @@ def filter_scores(
         return random_scores(conv.out_channels, seed)
     if criterion == "bn_scale":
         if bn is None:
-            raise ValueError("criterion: 'bn_scale' needs a BatchNorm right after the ranked convolution; "
-                             "this one has none, choose another criterion")
+            raise ConfigError("criterion: 'bn_scale' needs a BatchNorm right after the ranked convolution; "
+                              "this one has none, choose another criterion")
         return bn_scale_scores(bn)
     if criterion == "fpgm":
         return fpgm_scores(conv)
     if criterion == "taylor":
         return taylor_scores(model, conv, batches)
     return mean_activation_scores(model, conv if bn is None else bn, batches)
+
+
+def check_criterion(criterion: str, steps: Sequence[tuple[str, nn.BatchNorm2d | None]], model_name: str) -> None:
+    """Refuse, before the first prune, a criterion that cannot rank every step: ``steps`` are the run's
+    ``(step name, BatchNorm after its ranked convolution or None)``; ``bn_scale`` needs one in each.
+
+    Raises ConfigError naming the criterion and the first step without one (a model without
+    BatchNorm, as SqueezeNet, or a group whose first convolution has none after it).
+    """
+    check_choice("criterion", criterion, CRITERIA)
+    if criterion != "bn_scale":
+        return
+    missing = [name for name, bn in steps if bn is None]
+    if missing:
+        more = f" (and {len(missing) - 1} more of its {len(steps)} steps)" if len(missing) > 1 else ""
+        raise ConfigError(f"criterion: 'bn_scale' ranks filters by the BatchNorm after the pruned convolution, but "
+                          f"step {missing[0]!r} of {model_name} has none{more}; choose another criterion "
+                          f"(l1, l2, fpgm, ...)")

@@ -462,13 +462,14 @@ def _python_model(name: str, module_name: str, factory_name: str, num_classes: i
     kwargs: dict[str, int] = {"num_classes": num_classes}
     try:
         params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "in_channels" in params:
-        kwargs["in_channels"] = channels
-    elif not any(p.kind == p.VAR_KEYWORD for p in params.values()) and params and "num_classes" not in params:
-        raise ConfigError(f"model: {name!r}: {factory_name}{inspect.signature(factory)} takes no num_classes; icepick "
+    except (TypeError, ValueError):  # no signature to read (a builtin): just call it
+        params = None
+    if (params is not None and "num_classes" not in params
+            and not any(p.kind == p.VAR_KEYWORD for p in params.values())):
+        raise ConfigError(f"model: {name!r}: {factory_name}({', '.join(params)}) takes no num_classes; icepick "
                           f"calls {factory_name}(num_classes=N) with the data's class count: add that parameter")
+    if params is not None and "in_channels" in params:
+        kwargs["in_channels"] = channels
     try:
         model = factory(**kwargs)
     except Exception as err:  # noqa: BLE001 - the user's factory: any failure is reported in one line

@@ -9,10 +9,22 @@ Torch-Pruning's ``DependencyGraph``, so a pruned model is smaller and faster.
 Any other CNN (a model spec, :mod:`icepick.models`) is pruned one *group* per step: its
 pruning steps are found through the DependencyGraph, in forward order, as the groups of
 coupled channels rooted at a convolution whose channels feed neither an element-wise
-addition (a residual) nor the classifier (the paper's convention: a block's inner width is
-pruned, its output and shortcut are not); ``prunable_blocks(model, coupled=True)`` also
-takes the groups that feed an addition. A group is named by its first convolution in forward
-order, whose filters the criterion ranks; its width is that convolution's filter count.
+addition (a residual) nor the classifier, and are not the model's output (the paper's
+convention: a block's inner width is pruned, its output and shortcut are not; a classifier
+that is a convolution, as SqueezeNet's, keeps its class count); ``prunable_blocks(model,
+coupled=True)`` also takes the groups that feed an addition. A group is named by its first
+convolution in forward order, whose filters the criterion ranks; its width is that
+convolution's filter count.
+
+A group whose channels are the input or the filters of a grouped (not depthwise) convolution
+with ``groups = g`` (RegNet, ResNeXt) is pruned in whole channel positions: the criterion's
+scores are summed over the g channel groups and the same ⌈r·C/g⌉ positions go from every
+channel group, so every group of the convolution keeps the same number of channels and
+``groups`` stays valid (g·⌈r·C/g⌉ filters go). A group where that cannot be done (one channel
+per channel group, or channels that reach the grouped convolution through a concatenation) is
+not offered; :attr:`ConvGroup.refused` says why. After every prune the model must still map
+one image to ``num_classes`` scores; otherwise the prune is undone and a ValueError names the
+step.
 
 Pruning replaces the pruned tensors by new ``nn.Parameter`` objects: an optimizer built
 before a prune no longer sees them, so build a fresh optimizer afterwards. ``prune_block``
@@ -25,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -34,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from icepick.criteria import l1_scores
-from icepick.models import BasicBlock, InvertedResidual, model_input_shape
+from icepick.models import BasicBlock, InvertedResidual, main_output, model_input_shape
 
 __all__ = [
     "prunable_blocks",
@@ -74,13 +86,14 @@ def prunable_blocks(model: nn.Module, coupled: bool = False) -> list[tuple[str, 
     """The pruning steps in forward order: ``(name, module)``.
 
     The paper's models: their blocks (ResNet BasicBlocks, MobileNetV2 inverted residuals).
-    Any other CNN: its groups (:func:`conv_groups`) that feed no classifier and, unless
-    ``coupled``, no element-wise addition, each as ``(name, its first convolution)``.
+    Any other CNN: its groups (:func:`conv_groups`) that feed no classifier, are not the
+    model's output, can be pruned (:attr:`ConvGroup.refused` empty) and, unless ``coupled``,
+    feed no element-wise addition, each as ``(name, its first convolution)``.
     """
     if _is_family(model):
         return [(name, m) for name, m in model.named_modules() if isinstance(m, _BLOCK_TYPES)]
     return [(g.name, model.get_submodule(g.name)) for g in conv_groups(model)
-            if not g.classifier and (coupled or not g.coupled)]
+            if g.offered and (coupled or not g.coupled)]
 
 
 def pruned_layers(model: nn.Module, block: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d | None]:
@@ -119,6 +132,28 @@ class ConvGroup:
     convs: tuple[str, ...]  # every convolution it touches (filters or inputs), forward order
     coupled: bool  # its channels feed an element-wise addition or subtraction (a residual)
     classifier: bool  # its channels reach a Linear layer
+    output: bool = False  # its channels are (part of) the model's output: a convolutional classifier
+    channel_groups: int = 1  # filters go in equal numbers from this many channel groups (a grouped convolution)
+    note: str = ""  # how a grouped convolution constrains it ("feeds grouped convolution X (groups=4): ...")
+    refused: str = ""  # why it cannot be pruned at all ("" when it can)
+
+    @property
+    def offered(self) -> bool:
+        """Whether it is a pruning step (coupled or not): it reaches neither the classifier nor the
+        model's output, and a grouped convolution does not forbid it."""
+        return not (self.classifier or self.output or self.refused)
+
+    def reason(self) -> str:
+        """Why a group is not a step, or how it is pruned: one phrase for ``icepick blocks``."""
+        if self.output:
+            return "not prunable: its channels are the model's output (a convolutional classifier)"
+        if self.classifier:
+            return "not prunable: feeds the classifier"
+        if self.refused:
+            return f"not prunable: {self.refused}"
+        if self.coupled:
+            return "feeds a residual addition: pruned only with --coupled" + (f"; {self.note}" if self.note else "")
+        return self.note
 
 
 @contextlib.contextmanager
@@ -156,26 +191,61 @@ def _dependency_graph(model: nn.Module, example_input: torch.Tensor | None = Non
                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]})") from err
 
 
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    """One filter per input channel (Torch-Pruning couples its inputs to its filters)."""
+    return conv.groups == conv.out_channels and conv.out_channels > 1
+
+
 def _group_record(graph, group, order: dict[nn.Module, int], names: dict[nn.Module, str]) -> ConvGroup | None:
     from torch_pruning import ops
 
-    ranked, touched, coupled, classifier = [], set(), False, False
+    ranked, touched, coupled, classifier, output = [], set(), False, False, False
+    grouped: list[tuple[nn.Conv2d, int]] = []  # grouped convolutions it cuts: (conv, channels it cuts there)
     for dep, _ in group:
         module = dep.target.module
-        if isinstance(module, ops._ElementWiseOp):
+        if isinstance(module, ops._OutputOp):
+            output = True
+        elif isinstance(module, ops._ElementWiseOp):
             coupled |= str(module._grad_fn).lstrip("<").startswith(("Add", "Sub"))
         elif isinstance(module, nn.Linear):
             classifier = True
         elif isinstance(module, nn.Conv2d) and module in names:
             touched.add(module)
-            depthwise = module.groups == module.out_channels and module.out_channels > 1
-            if graph.is_out_channel_pruning_fn(dep.handler) and not depthwise:
+            depthwise = _is_depthwise(module)
+            filters = graph.is_out_channel_pruning_fn(dep.handler)
+            if filters and not depthwise:
                 ranked.append(module)
+            if module.groups > 1 and not depthwise:
+                grouped.append((module, module.out_channels if filters else module.in_channels))
     if not ranked:
         return None
     first = min(ranked, key=order.__getitem__)
     convs = tuple(names[m] for m in sorted(touched, key=order.__getitem__))
-    return ConvGroup(names[first], convs, coupled, classifier)
+    channel_groups, note, refused = _grouped_constraint(names[first], first.out_channels, grouped, names)
+    return ConvGroup(names[first], convs, coupled, classifier, output, channel_groups, note, refused)
+
+
+def _grouped_constraint(name: str, width: int, grouped: list[tuple[nn.Conv2d, int]],
+                        names: dict[nn.Module, str]) -> tuple[int, str, str]:
+    """``(channel_groups, note, refused)`` of group ``name`` (``width`` filters) that cuts the channels
+    of the ``grouped`` convolutions: its filters must go in equal numbers, at the same positions, from
+    every channel group of each (the ``math.lcm`` of their ``groups``), so that ``groups`` stays valid."""
+    if not grouped:
+        return 1, "", ""
+    convs = sorted({names[c]: c for c, _ in grouped}.items())
+    fed = [f"{n} (groups={c.groups})" for n, c in convs if n != name]
+    parts = [f"is a grouped convolution (groups={c.groups})" for n, c in convs if n == name]
+    if fed:
+        parts.append(f"feeds grouped convolution{'s' if len(fed) > 1 else ''} {', '.join(fed)}")
+    what = " and ".join(parts)
+    for conv, channels in grouped:
+        if channels != width:  # a concatenation or split between: its channel positions are not the group's
+            return 1, "", f"{what}, through a concatenation or split ({channels} channels there, {width} here)"
+    lcm = math.lcm(*(c.groups for _, c in convs))
+    if width % lcm or width // lcm < 2:
+        return 1, "", (f"{what}: its {width} channels make {lcm} channel groups of {width / lcm:g}, "
+                       "which cannot shrink evenly")
+    return lcm, f"{what}: pruned in multiples of {lcm}", ""
 
 
 def conv_groups(model: nn.Module) -> list[ConvGroup]:
@@ -199,12 +269,16 @@ def conv_groups(model: nn.Module) -> list[ConvGroup]:
 
 
 def shrink_to_widths(model: nn.Module, widths: dict[str, int]) -> None:
-    """Cut a spec model's groups down to ``widths`` (keeping the first filters), so that the state
-    dict of a pruned model of the same architecture loads into it."""
+    """Cut a spec model's groups down to ``widths`` (keeping the first filters, or the first positions
+    of every channel group where a grouped convolution needs it), so that the state dict of a pruned
+    model of the same architecture loads into it. A group that is no step (a width recorded by an
+    older icepick) is accepted at its full width."""
     import torch_pruning as tp
 
+    groups = {g.name: g for g in conv_groups(model)}
     known = {name for name, _ in prunable_blocks(model, coupled=True)}
-    unknown = sorted(set(widths) - known)
+    unknown = sorted(name for name, width in widths.items() if name not in known and not (
+        name in groups and width == model.get_submodule(name).out_channels))
     if unknown:
         raise ValueError(f"widths: unknown group name(s) {unknown} for {_arch(model)}")
     with _traceable(model):
@@ -214,8 +288,18 @@ def shrink_to_widths(model: nn.Module, widths: dict[str, int]) -> None:
             if width > conv.out_channels:
                 raise ValueError(f"widths: {name!r} -> {width} exceeds its {conv.out_channels} filters")
             if width < conv.out_channels:
-                idxs = list(range(width, conv.out_channels))
-                graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=idxs).prune()
+                graph.get_pruning_group(conv, tp.prune_conv_out_channels,
+                                        idxs=_last_filters(name, conv.out_channels, width, groups[name])).prune()
+
+
+def _last_filters(name: str, filters: int, width: int, group: ConvGroup) -> list[int]:
+    """The filters to cut to leave ``width`` of ``filters``: the last ones, or the last positions of
+    each of the group's channel groups."""
+    g = group.channel_groups
+    if width % g:
+        raise ValueError(f"widths: {name!r} -> {width} is not a multiple of {g} ({group.note})")
+    per, keep = filters // g, width // g
+    return [b * per + i for b in range(g) for i in range(keep, per)]
 
 
 def _resolve_block(model: nn.Module, block: int | str) -> tuple[str, nn.Module]:
@@ -281,13 +365,18 @@ def prune_block(
     MobileNetV2 block: expansion ``conv1`` filters, ``bn1``, depthwise ``conv2`` (and its
     groups), ``bn2``, and ``conv3`` input channels. Another CNN's group: its first
     convolution's filters and whatever the DependencyGraph couples to them. Removes
-    ceil(ratio*C) filters.
+    ceil(ratio*C) filters; a group that cuts a grouped convolution's channels removes the
+    same ceil(ratio*C/g) positions from each of its g channel groups (scores summed over them).
 
     The dependency graph is traced fresh on every call, in eval mode (no BN statistics
     change), with gradients enabled and every parameter temporarily requiring grad;
     afterwards each module's train/eval mode and each parameter's ``requires_grad`` (by
     name) are restored. Pruned tensors are new ``nn.Parameter`` objects: build a new
     optimizer after pruning.
+
+    The pruned model must still give ``(N, num_classes)`` scores for ``example_input`` (default:
+    one image of its input shape): a prune that breaks it is undone, every layer as before, and
+    a ValueError names the step, so that a broken model is never returned.
     """
     import torch_pruning as tp
 
@@ -299,23 +388,102 @@ def prune_block(
         scores = l1_scores(conv)
     elif scores.shape != (width,):
         raise ValueError(f"scores: {tuple(scores.shape)} does not match the {width} filters of {name}")
-    removed = filters_to_remove(scores, ratio)
+    removed = _removed_filters(scores, ratio, _channel_groups(model, blk, name))
     keep_mask = torch.ones(width, dtype=torch.bool)
     keep_mask[removed] = False
     kept = torch.nonzero(keep_mask).flatten().long()
 
     family = isinstance(blk, _BLOCK_TYPES)
     with _traceable(model):
+        x = _probe_input(model, example_input)
+        expected = _expected_output(model, x)
         graph = _dependency_graph(model, example_input)
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=removed.tolist())
         if family:
             _check_touched(model, name, group, _expected_pruned(blk))
-        group.prune()
-    if family:
-        _check_pruned(name, blk, width - len(removed))
-    elif conv.out_channels != width - len(removed):
-        raise RuntimeError(f"pruning {name} left {conv.out_channels} filters; expected {width - len(removed)}")
+        undo = _undo_point(model)
+        try:
+            group.prune()
+            if family:
+                _check_pruned(name, blk, width - len(removed))
+            elif conv.out_channels != width - len(removed):
+                raise RuntimeError(f"it left {conv.out_channels} filters, expected {width - len(removed)}")
+            _check_output(model, x, expected)
+        except Exception as err:
+            undo()
+            detail = " ".join(str(err).split())[:200]
+            raise ValueError(f"pruning step {name!r} of {_arch(model)} breaks the model ({detail}); the prune was "
+                             "undone, the model is as before") from err
     return kept
+
+
+def _channel_groups(model: nn.Module, blk: nn.Module, name: str) -> int:
+    """How many channel groups a step's filters go from in equal numbers (1 but for a grouped convolution's group)."""
+    if isinstance(blk, _BLOCK_TYPES):
+        return 1
+    return next((g.channel_groups for g in conv_groups(model) if g.name == name), 1)
+
+
+def _removed_filters(scores: torch.Tensor, ratio: float, channel_groups: int) -> torch.Tensor:
+    """Sorted indices of the filters to remove: :func:`filters_to_remove`, or with ``channel_groups``
+    g > 1 the same lowest-scoring positions (scores summed over the g groups) in every channel group."""
+    if channel_groups == 1:
+        return filters_to_remove(scores, ratio)
+    per = scores.numel() // channel_groups
+    try:
+        positions = filters_to_remove(scores.detach().cpu().double().view(channel_groups, per).sum(dim=0), ratio)
+    except ValueError as err:  # said per channel group: the positions are what the ratio applies to
+        raise ValueError(f"{err} in each of its {channel_groups} channel groups (a grouped convolution)") from err
+    return (positions[None, :] + per * torch.arange(channel_groups)[:, None]).flatten()
+
+
+def _probe_input(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor:
+    """``example_input``, or one zero image of the model's input shape on its device."""
+    if example_input is not None:
+        return example_input
+    param = next(model.parameters())
+    return torch.zeros(1, *model_input_shape(model), device=param.device, dtype=param.dtype)
+
+
+def _expected_output(model: nn.Module, x: torch.Tensor) -> tuple[int, ...]:
+    """The output shape a pruned model must keep: ``(N, num_classes)``, or, for a model built
+    without ``num_classes``, the shape it gives now."""
+    num_classes = getattr(model, "num_classes", None)
+    if isinstance(num_classes, int):
+        return (int(x.shape[0]), num_classes)
+    with torch.no_grad():
+        out = main_output(model(x))
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+
+
+def _check_output(model: nn.Module, x: torch.Tensor, expected: tuple[int, ...]) -> None:
+    """Raise RuntimeError unless ``model`` (in eval mode) maps ``x`` to scores of shape ``expected``."""
+    shape = "x".join(map(str, x.shape[1:]))
+    try:
+        with torch.no_grad():
+            out = main_output(model(x))
+    except Exception as err:  # noqa: BLE001 - any failure of the pruned model's forward pass
+        raise RuntimeError(f"it no longer runs on a {shape} image: {type(err).__name__}: {err}") from err
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != expected:
+        raise RuntimeError(f"it would give {got} for {x.shape[0]} {shape} image(s), not {expected}")
+
+
+def _undo_point(model: nn.Module) -> Callable[[], None]:
+    """A function that puts every module of ``model`` back as it is now (its attributes, parameter and
+    buffer objects): Torch-Pruning replaces tensors and sizes but never edits a tensor in place."""
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+
+    def undo() -> None:
+        for module, attrs, params, buffers in saved:
+            module.__dict__.clear()
+            module.__dict__.update(attrs)
+            module._parameters.clear()
+            module._parameters.update(params)
+            module._buffers.clear()
+            module._buffers.update(buffers)
+
+    return undo
 
 
 def _check_touched(model: nn.Module, name: str, group, expected: set[nn.Module]) -> None:

@@ -36,10 +36,17 @@ experiments:
   table1: {{ratios: {{default: 0.4}}}}
 """
 
-pytestmark = [
+WORKFLOW = [  # the tests that run the workflow or the command line (minutes)
     pytest.mark.slow,
     pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed beside this python"),
 ]
+
+
+def _workflow(test):
+    """Mark a test of the workflow or the command line: slow, and skipped without snakemake."""
+    for mark in WORKFLOW:
+        test = mark(test)
+    return test
 
 
 def _env() -> dict[str, str]:
@@ -72,6 +79,7 @@ def workflow_runs(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("spec", SPECS)
+@_workflow
 def test_the_workflow_takes_a_torchvision_model_through_ice_pick_with_freezing(workflow_runs, spec):
     run = workflow_runs / "results" / spec / RUN
     summary = json.loads((run / "summary.json").read_text())
@@ -93,6 +101,7 @@ def test_the_workflow_takes_a_torchvision_model_through_ice_pick_with_freezing(w
     assert any(not torch.equal(after[n], before[n]) for n in unpruned if n not in frozen)  # the others trained
 
 
+@_workflow
 def test_the_command_line_prunes_the_coupled_groups_too_when_asked(workflow_runs, tmp_path):
     pretrained = workflow_runs / "results" / SPECS[0] / "pretrained.pt"
     out = tmp_path / "coupled"
@@ -106,6 +115,7 @@ def test_the_command_line_prunes_the_coupled_groups_too_when_asked(workflow_runs
     assert pruned.conv1.out_channels == 38 and pruned.layer1[0].conv2.out_channels == 38  # ceil(0.4 * 64) = 26 gone
 
 
+@_workflow
 def test_a_users_own_model_module_goes_through_pretraining_and_a_run(synth_root, tmp_path):
     shutil.copy(REPO / "tests" / "custom_cnn.py", tmp_path / "my_nets.py")
     spec = "python:my_nets:tiny_net"
@@ -123,3 +133,89 @@ def test_a_users_own_model_module_goes_through_pretraining_and_a_run(synth_root,
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert steps["block"].tolist() == ["block_a", "plain1"] and summary["n_frozen"] > 0
     assert summary["provenance"]["data"]["n_train"] > 0 and summary["config"]["eta"] == 0.3
+
+
+# ------------------------------------------- models that broke pruning: the API and the CLI
+
+
+def _images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10
+
+
+def _prune(model: torch.nn.Module, **settings):
+    import icepick
+
+    torch.manual_seed(0)
+    (train_x, train_y), (test_x, test_y) = _images(32), _images(16, seed=1)
+    return icepick.iterative_prune(model, (train_x, train_y), (test_x, test_y), device="cpu", batch_size=8,
+                                   **settings)
+
+
+def _scores(model: torch.nn.Module) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(model.eval()(torch.zeros(2, 3, 32, 32)).shape)
+
+
+def test_squeezenet_is_pruned_through_every_step_and_keeps_its_ten_classes(one_thread):
+    from icepick.models import build_model
+
+    result = _prune(build_model("torchvision:squeezenet1_0"), theta=100)  # no fine-tuning: 25 prunes
+    assert len(result.steps) == 25 and "classifier.1" not in set(result.steps["block"])
+    assert _scores(result.model) == (2, 10) and result.model.classifier[1].out_channels == 10
+
+
+@pytest.mark.parametrize("spec,steps", [("python:custom_cnn:grouped_net", ["stem", "reduce", "grouped"]),
+                                        ("python:custom_cnn:all_conv_net", ["conv1", "conv2"])])
+def test_a_users_grouped_or_all_convolutional_model_is_pruned_and_fine_tuned_at_every_step(one_thread, spec, steps):
+    from icepick.models import build_model
+
+    result = _prune(build_model(spec), theta=-100, max_batches=2)  # theta -100: every step fine-tunes
+    assert result.steps["block"].tolist() == steps and result.steps["finetuned"].all()
+    assert (result.steps["ft_batches"] == 2).all() and result.summary["final_alpha"] < 1
+    assert _scores(result.model) == (2, 10)
+    if spec.endswith("grouped_net"):
+        assert result.model.grouped.groups == 4 and result.model.grouped.weight.shape == (8, 2, 3, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["torchvision:googlenet", "torchvision:regnet_x_400mf"])
+def test_googlenet_and_regnet_take_two_pruning_steps_with_fine_tuning(one_thread, spec):
+    from icepick.models import build_model
+
+    result = _prune(build_model(spec), theta=-100, max_steps=2, max_batches=2)
+    assert len(result.steps) == 2 and result.steps["finetuned"].all() and (result.steps["ft_batches"] == 2).all()
+    assert result.steps["params"].is_monotonic_decreasing and _scores(result.model) == (2, 10)
+
+
+def test_the_blocks_listing_says_how_grouped_convolutions_and_the_output_are_handled(capsys):
+    from icepick.cli import main
+
+    assert main(["blocks", "--model", "python:custom_cnn:grouped_net"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "python:custom_cnn:grouped_net: 3 pruning steps, 1,250 parameters"
+    assert lines[3].split()[:4] == ["2", "reduce", "16", "8"]
+    assert lines[3].endswith("[feeds grouped convolution grouped (groups=4): pruned in multiples of 4]")
+    assert lines[4].endswith("[is a grouped convolution (groups=4): pruned in multiples of 4]")
+    assert lines[6] == "not steps (2 groups):"
+    assert lines[7].split(None, 1) == ["narrow", "not prunable: feeds grouped convolution spread (groups=4): its 4 "
+                                                 "channels make 4 channel groups of 1, which cannot shrink evenly"]
+    assert lines[8].split(None, 1) == ["spread", "not prunable: feeds the classifier"]
+    assert main(["blocks", "--model", "python:custom_cnn:all_conv_net"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split(None, 1) == [
+        "classifier", "not prunable: its channels are the model's output (a convolutional classifier)"]
+
+
+def test_a_run_whose_prune_breaks_the_model_stops_with_one_line(synth_root, tmp_path, capsys):
+    from icepick.cli import main
+    from icepick.model_files import save_model
+    from icepick.models import build_model
+
+    save_model(build_model("python:custom_cnn:scaled_net"), tmp_path / "pre.pt")
+    code = main(["run", "--pretrained", str(tmp_path / "pre.pt"), "--data", str(synth_root), "--theta", "100",
+                 "--steps-out", str(tmp_path / "steps.csv"), "--summary-out", str(tmp_path / "summary.json"),
+                 "--model-out", str(tmp_path / "pruned.pt"), "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("icepick run: error: pruning step 'conv1' of python:custom_cnn:scaled_net "
+                                            "breaks the model (it no longer runs on a 3x32x32 image")
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "pruned.pt").exists()

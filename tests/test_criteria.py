@@ -150,3 +150,47 @@ def test_scores_of_the_wrong_length_are_refused():
     model, _ = _block()
     with pytest.raises(ValueError, match=r"scores: \(3,\) does not match the 16 filters of layer1.0"):
         prune_block(model, 0, 0.4, scores=torch.ones(3))
+
+
+# ------------------------------------------------ bn_scale on models without BatchNorm
+
+
+def test_bn_scale_on_a_model_without_batchnorm_is_refused_before_the_first_prune(tmp_path):
+    import icepick
+
+    model = build_model("python:custom_cnn:all_conv_net")  # no BatchNorm anywhere, as SqueezeNet
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(24) % 10
+    with pytest.raises(ConfigError, match=r"^criterion: 'bn_scale' ranks filters by the BatchNorm after the pruned "
+                                          r"convolution, but step 'conv1' of python:custom_cnn:all_conv_net has none "
+                                          r"\(and 1 more of its 2 steps\); choose another criterion \(l1, l2, fpgm, "
+                                          r"\.\.\.\)$"):
+        icepick.iterative_prune(model, (images[:16], labels[:16]), (images[16:], labels[16:]), device="cpu",
+                                criterion="bn_scale", theta=100, batch_size=8, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "steps.csv").exists()
+
+
+def test_bn_scale_names_a_later_step_without_batchnorm_at_the_first_step():
+    from icepick.algorithm import RunConfig, _filter_scores
+
+    model = build_model("python:custom_cnn:grouped_net")
+    model.grouped_bn = torch.nn.Identity()  # the third step's convolution loses its BatchNorm
+    cfg = RunConfig(criterion="bn_scale")
+    with pytest.raises(ConfigError, match=r"^criterion: 'bn_scale' .* but step 'grouped' of "
+                                          r"python:custom_cnn:grouped_net has none; choose another criterion"):
+        _filter_scores(cfg, model, None, "stem", 1)
+    scores = _filter_scores(RunConfig(criterion="l1"), model, None, "stem", 1)  # the others are unaffected
+    assert scores.shape == (8,)
+
+
+def test_bn_scale_on_squeezenet_is_one_line():
+    from icepick.criteria import check_criterion
+    from icepick.pruning import pruned_layers
+
+    model = build_model("torchvision:squeezenet1_0")
+    steps = [(name, pruned_layers(model, blk)[1]) for name, blk in prunable_blocks(model)]
+    with pytest.raises(ConfigError, match=r"^criterion: 'bn_scale' .* step 'features.0' of torchvision:squeezenet1_0 "
+                                          r"has none \(and 24 more of its 25 steps\)"):
+        check_criterion("bn_scale", steps, "torchvision:squeezenet1_0")
+    check_criterion("l1", steps, "torchvision:squeezenet1_0")  # the criteria that need no BatchNorm pass

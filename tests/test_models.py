@@ -97,11 +97,39 @@ def test_a_python_spec_calls_the_users_factory():
                           r"python:<module>:<factory>"),
     ("python:no_such_module:make", r"model: 'python:no_such_module:make': cannot import make from no_such_module"),
     ("python:custom_cnn:grey_net", r"model: 'python:custom_cnn:grey_net' cannot classify a 3x32x32 image "
-                                   r"\(RuntimeError: .*\); icepick's images are 32x32 RGB"),
+                                   r"\(RuntimeError: .*\); the data's images are 3x32x32$"),
+    ("python:custom_cnn:no_num_classes", r"^model: 'python:custom_cnn:no_num_classes': no_num_classes\(\) takes no "
+                                         r"num_classes; icepick calls no_num_classes\(num_classes=N\) with the data's "
+                                         r"class count: add that parameter$"),
+    ("python:custom_cnn:failing_net", r"^model: 'python:custom_cnn:failing_net': failing_net\(num_classes=10\) failed "
+                                      r"\(RuntimeError: cannot make a net for 10 classes\)$"),
+    ("python:custom_cnn:TinyNet.forward", r"^model: 'python:custom_cnn:TinyNet.forward': cannot import TinyNet.forward "
+                                          r"from custom_cnn"),
 ])
 def test_a_spec_that_does_not_build_a_classifier_is_named(name, message):
-    with pytest.raises(ValueError, match=message):
+    from icepick.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as err:
         build_model(name)
+    assert "\n" not in str(err.value)
+
+
+def test_a_factory_with_in_channels_but_no_num_classes_is_named(tmp_path, monkeypatch):
+    (tmp_path / "chan_only.py").write_text("import torch.nn as nn\n\ndef make(in_channels=3):\n"
+                                           "    return nn.Conv2d(in_channels, 4, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"^model: 'python:chan_only:make': make\(in_channels\) takes no num_classes"):
+        build_model("python:chan_only:make")
+
+
+@pytest.mark.parametrize("spec,shape,steps", [("torchvision:squeezenet1_0", (3, 32, 32), 25),
+                                              ("torchvision:regnet_x_400mf", (3, 32, 32), 45),
+                                              ("torchvision:googlenet", (3, 32, 32), 53)])
+def test_torchvision_models_with_a_conv_classifier_grouped_convs_or_aux_outputs_build_and_classify(spec, shape, steps):
+    model = build_model(spec, num_classes=10, input_shape=shape).train()
+    assert model.input_shape == shape and len(prunable_blocks(model)) == steps
+    out = model(torch.zeros(2, *shape))  # in training mode too: GoogLeNet without its auxiliary outputs
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", sorted(EXACT_PARAMS))

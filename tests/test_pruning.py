@@ -402,3 +402,149 @@ def test_a_cnn_without_a_prunable_group_has_no_steps():
 def test_torchvision_models_have_the_expected_steps(name, steps):
     model = build_model(name)
     assert len(prunable_blocks(model)) == steps
+
+
+# ------------------------------------------- any CNN: output, grouped convolutions, safety
+
+
+def _classifies(model: nn.Module, shape=(3, 32, 32)) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(model.eval()(torch.randn(2, *shape)).shape)
+
+
+def test_a_convolutional_classifier_is_the_models_output_and_never_a_step():
+    from icepick.pruning import conv_groups
+
+    model = build_model("python:custom_cnn:all_conv_net")
+    groups = {g.name: g for g in conv_groups(model)}
+    assert groups["classifier"].output and not groups["classifier"].offered
+    assert "model's output" in groups["classifier"].reason()
+    assert [name for name, _ in prunable_blocks(model, coupled=True)] == ["conv1", "conv2"]
+    for name in ("conv1", "conv2"):
+        prune_block(model, name, 0.6)
+    assert model.conv2.out_channels == 6 and model.classifier.in_channels == 6 and model.classifier.out_channels == 10
+    assert _classifies(model) == (2, 10)
+
+
+def test_squeezenets_classifier_is_no_step_and_every_step_keeps_the_ten_classes():
+    model = build_model("torchvision:squeezenet1_0")  # its classifier is a 1x1 convolution
+    steps = [name for name, _ in prunable_blocks(model, coupled=True)]
+    assert len(steps) == 25 and "classifier.1" not in steps and steps[-1] == "features.12.expand3x3"
+    for name in steps:
+        prune_block(model, name, 0.6)
+    assert model.classifier[1].out_channels == 10 and _classifies(model) == (2, 10)
+
+
+def test_a_prune_that_breaks_the_model_is_undone_and_named():
+    model = build_model("python:custom_cnn:scaled_net")  # conv1's channels meet a buffer Torch-Pruning cannot see
+    before = copy.deepcopy(model.state_dict())
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.conv2.weight.requires_grad_(False)
+    model.train()
+    with pytest.raises(ValueError, match=r"^pruning step 'conv1' of python:custom_cnn:scaled_net breaks the model "
+                                         r"\(it no longer runs on a 3x32x32 image: RuntimeError: [^\n]*\); the prune "
+                                         r"was undone, the model is as before$"):
+        prune_block(model, "conv1", 0.4)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.conv1.out_channels == 8 and model.conv2.in_channels == 8 and model.training
+    assert not model.conv2.weight.requires_grad and model.conv1.weight.requires_grad and len(flags) == 6
+    assert _classifies(model) == (2, 10)
+
+
+def test_a_prune_that_changes_the_class_count_is_refused(monkeypatch):
+    import icepick.pruning as pruning
+
+    model = build_model("python:custom_cnn:tiny_net")
+    before = copy.deepcopy(model.state_dict())
+    monkeypatch.setattr(model, "num_classes", 7)  # what a prune that cut the classifier would look like
+    with pytest.raises(ValueError, match=r"^pruning step 'block_a' of python:custom_cnn:tiny_net breaks the model "
+                                         r"\(it would give \(1, 10\) for 1 3x32x32 image\(s\), not \(1, 7\)\)"):
+        pruning.prune_block(model, "block_a", 0.4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _zeroed_grouped(model: nn.Module, reader: nn.Conv2d, removed: list[int]) -> nn.Module:
+    """``model`` with ``reader``'s input channels ``removed`` zeroed (what pruning them must equal)."""
+    clone = copy.deepcopy(model)
+    conv = clone.get_submodule(next(n for n, m in model.named_modules() if m is reader))
+    per = conv.in_channels // conv.groups
+    with torch.no_grad():
+        for c in removed:  # input channel c is position c % per of channel group c // per
+            group, pos = divmod(c, per)
+            rows = conv.out_channels // conv.groups
+            conv.weight[group * rows:(group + 1) * rows, pos] = 0
+    return clone
+
+
+def test_a_group_that_feeds_a_grouped_convolution_loses_the_same_positions_of_every_channel_group():
+    from icepick.pruning import conv_groups
+
+    torch.manual_seed(0)
+    model = _randomize_bn(build_model("python:custom_cnn:grouped_net"))
+    groups = {g.name: g for g in conv_groups(model)}
+    assert groups["reduce"].channel_groups == 4 and groups["grouped"].channel_groups == 4
+    assert groups["reduce"].note == "feeds grouped convolution grouped (groups=4): pruned in multiples of 4"
+    assert groups["grouped"].note == "is a grouped convolution (groups=4): pruned in multiples of 4"
+    assert groups["narrow"].refused.startswith("feeds grouped convolution spread (groups=4): its 4 channels make 4 "
+                                               "channel groups of 1")
+    assert [name for name, _ in prunable_blocks(model, coupled=True)] == ["stem", "reduce", "grouped"]
+    # position scores, summed over the 4 channel groups of 4: position 2 lowest, then 0
+    scores = torch.tensor([1.0, 5, 0, 9] * 4) + torch.tensor([0.0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    removed = [0, 2, 4, 6, 8, 10, 12, 14]  # ceil(0.4 * 4) = 2 positions of each group: 8 filters
+    reference = _zeroed_grouped(model, model.grouped, removed)
+    kept = prune_block(model, "reduce", 0.4, scores=scores)
+    assert kept.tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert model.reduce.out_channels == 8 and model.grouped.in_channels == 8 and model.grouped.groups == 4
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference.eval()(x))
+
+
+def test_a_grouped_convolutions_own_filters_go_in_equal_numbers_from_each_group():
+    torch.manual_seed(0)
+    model = _randomize_bn(build_model("python:custom_cnn:grouped_net"))
+    prune_block(model, "reduce", 0.4)  # forward order, as a run prunes: 2 of 4 input positions per group go
+    assert model.grouped.weight.shape == (16, 2, 3, 3) and model.grouped.groups == 4
+    kept = prune_block(model, "grouped", 0.6)  # ceil(0.6 * 4) = 3 of 4 positions: 12 of 16 filters
+    assert len(kept) == 4 and sorted({int(k) // 4 for k in kept}) == [0, 1, 2, 3]
+    assert model.grouped.weight.shape == (4, 2, 3, 3) and model.grouped.groups == 4 and model.narrow.in_channels == 4
+    assert _classifies(model) == (2, 10)
+
+
+def test_a_grouped_convolution_left_with_one_filter_per_group_cannot_be_cut_again_and_says_so():
+    model = build_model("python:custom_cnn:grouped_net")
+    prune_block(model, "grouped", 0.6)  # 4 filters in 4 groups: Torch-Pruning now takes it for a depthwise one
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"^pruning step 'reduce' of python:custom_cnn:grouped_net breaks the model "
+                                         r"\(.*\); the prune was undone, the model is as before$"):
+        prune_block(model, "reduce", 0.4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and _classifies(model) == (2, 10)
+
+
+def test_a_pruned_grouped_model_is_rebuilt_from_its_widths():
+    model = build_model("python:custom_cnn:grouped_net")
+    prune_block(model, "reduce", 0.4)
+    prune_block(model, "grouped", 0.6)
+    assert model_widths(model) == {"stem": 8, "reduce": 8, "grouped": 4}
+    rebuilt = build_model("python:custom_cnn:grouped_net", widths=model_widths(model))
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x))
+    with pytest.raises(ValueError, match=r"widths: 'reduce' -> 6 is not a multiple of 4 \(feeds grouped convolution"):
+        build_model("python:custom_cnn:grouped_net", widths={"reduce": 6})
+
+
+def test_regnets_grouped_convolutions_stay_valid_through_every_step():
+    model = build_model("torchvision:regnet_x_400mf")
+    steps = [name for name, _ in prunable_blocks(model)]
+    assert len(steps) == 45
+    for name in steps:
+        prune_block(model, name, 0.4)
+    grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert grouped and all(m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0 for m in grouped)
+    block = model.trunk_output.block2[0].f
+    assert block.b[0].groups == 4 and block.a[0].out_channels == 36 and block.b[0].out_channels == 36  # 64 - 4*7
+    assert _classifies(model) == (2, 10)
+    rebuilt = build_model("torchvision:regnet_x_400mf", widths=model_widths(model))
+    rebuilt.load_state_dict(model.state_dict())

@@ -47,22 +47,42 @@ def _register_blocks(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _blocks(args: argparse.Namespace) -> int:
+    """List the steps (each pruned at --ratio in turn, to show what it removes) and, for a model outside
+    the paper's families, how a grouped convolution constrains a step and which groups are no step and
+    why (``icepick.pruning.ConvGroup``)."""
     from icepick.models import build_model
     from icepick.pruning import block_width, count_params, prunable_blocks, prune_block, step_convs
 
     model = build_model(args.model, args.num_classes, input_shape=args.input_shape)
     steps = prunable_blocks(model, args.coupled)
     touched = step_convs(model, args.coupled)
+    groups = _spec_groups(model)
     params = count_params(model)
     print(f"{args.model}: {len(steps)} pruning steps, {params:,} parameters")
     print(f"{'step':>4}  {'name':<28} {'filters':>7} {'removed at r=' + format(args.ratio, 'g'):>16}  convolutions it touches")
     for i, (name, block) in enumerate(steps, 1):
         width = block_width(block)
         kept = prune_block(model, name, args.ratio)
-        print(f"{i:>4}  {name:<28} {width:>7} {width - len(kept):>16}  {', '.join(touched[name])}")
+        note = f"  [{groups[name].note}]" if name in groups and groups[name].note else ""
+        print(f"{i:>4}  {name:<28} {width:>7} {width - len(kept):>16}  {', '.join(touched[name])}{note}")
     print(f"every step pruned at r = {args.ratio:g}: {count_params(model):,} parameters "
           f"(alpha = {count_params(model) / params:.3f})")
+    others = [g for name, g in groups.items() if name not in touched]
+    if others:
+        print(f"not steps ({len(others)} group{'s' if len(others) > 1 else ''}):")
+        for g in others:
+            print(f"      {g.name:<28} {g.reason()}")
     return 0
+
+
+def _spec_groups(model) -> dict:
+    """A spec model's groups by name (``icepick.pruning.conv_groups``); none for the paper's models."""
+    from icepick.models import is_model_spec
+    from icepick.pruning import conv_groups
+
+    if not is_model_spec(str(getattr(model, "arch_name", ""))):
+        return {}
+    return {g.name: g for g in conv_groups(model)}
 
 
 def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -> None:
