@@ -17,6 +17,8 @@ import pytest
 import torch
 from conftest import copy_workflow
 
+from icepick.grid import model_slug
+
 from icepick.freezing import choose_frozen, trace_scores
 from icepick.model_files import load_model
 
@@ -70,7 +72,7 @@ def _icepick(cwd: Path, *args: str, device: bool = True) -> subprocess.Completed
 def workflow_runs(tmp_path_factory) -> Path:
     """The workflow taken through pretraining, the freeze trace and one ICE-Pick run per model."""
     wf = copy_workflow(tmp_path_factory.mktemp("any_cnn") / "wf", anycnn=OVERLAY)
-    targets = [f"results/{spec}/{RUN}/summary.json" for spec in SPECS]
+    targets = [f"results/{model_slug(spec)}/{RUN}/summary.json" for spec in SPECS]
     proc = subprocess.run([str(SNAKEMAKE), *targets, "--configfile", "config/test.yaml", "anycnn.yaml",
                            "--cores", "2", "--resources", "gpu=2"], cwd=wf, env=_env(), capture_output=True,
                           text=True, timeout=1500)
@@ -81,16 +83,16 @@ def workflow_runs(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("spec", SPECS)
 @_workflow
 def test_the_workflow_takes_a_torchvision_model_through_ice_pick_with_freezing(workflow_runs, spec):
-    run = workflow_runs / "results" / spec / RUN
+    run = workflow_runs / "results" / model_slug(spec) / RUN  # no colon in a path: the spec's slug
     summary = json.loads((run / "summary.json").read_text())
     steps = pd.read_csv(run / "steps.csv")
     assert summary["model"] == spec and summary["n_steps"] == 3 and summary["n_frozen"] > 0
     assert steps["finetuned"].tolist() == (steps["drop"] >= 0).tolist()  # theta 0: fine-tune unless it improved
     assert steps["finetuned"].any()
     assert steps["params"].is_monotonic_decreasing and summary["final_alpha"] < 1
-    pretrained, _ = load_model(workflow_runs / "results" / spec / "pretrained.pt")
+    pretrained, _ = load_model(workflow_runs / "results" / model_slug(spec) / "pretrained.pt")
     pruned, _ = load_model(run / "pruned.pt")
-    trace = json.loads((workflow_runs / "results" / spec / "trace" / "r0.4" / "seed0.json").read_text())
+    trace = json.loads((workflow_runs / "results" / model_slug(spec) / "trace" / "r0.4" / "seed0.json").read_text())
     frozen = choose_frozen(pretrained, trace_scores(trace), 0.3)
     assert len(frozen) == summary["n_frozen"]
     before = {n: m.weight for n, m in pretrained.named_modules() if isinstance(m, torch.nn.Conv2d)}
@@ -103,7 +105,7 @@ def test_the_workflow_takes_a_torchvision_model_through_ice_pick_with_freezing(w
 
 @_workflow
 def test_the_command_line_prunes_the_coupled_groups_too_when_asked(workflow_runs, tmp_path):
-    pretrained = workflow_runs / "results" / SPECS[0] / "pretrained.pt"
+    pretrained = workflow_runs / "results" / model_slug(SPECS[0]) / "pretrained.pt"
     out = tmp_path / "coupled"
     _icepick(workflow_runs, "run", "--pretrained", str(pretrained), "--model", SPECS[0], "--data", "data/synthetic",
              "--coupled", "--criterion", "taylor", "--criterion-batches", "1", "--max-steps", "2",
