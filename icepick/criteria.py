@@ -17,8 +17,11 @@ The paper ranks by L1 norm (``l1``, the default); the others are for comparison
   filter, with the cross-entropy loss summed over a few training batches (Molchanov et al.).
 - ``mean_activation``: the mean of the channel's activation (after its ReLU) over a few
   training batches (ICE-Pruning's activation criterion).
+- ``entropy``: the entropy of the channel's average-pooled activation (after its ReLU) over
+  the images of a few training batches (Luo and Wu 2017; ICE-Pruning's fourth criterion): a
+  channel whose pooled value hardly varies from image to image carries little information.
 
-The last two need data (:data:`DATA_CRITERIA`): batches of the training split, without
+The last three need data (:data:`DATA_CRITERIA`): batches of the training split, without
 augmentation, in a seeded order. They only read the model: its weights, BN statistics,
 train/eval modes and ``requires_grad`` flags are as before, so a run's evaluation caches stay
 valid.
@@ -44,12 +47,17 @@ __all__ = [
     "fpgm_scores",
     "taylor_scores",
     "mean_activation_scores",
+    "entropy_scores",
+    "channel_entropy",
+    "ENTROPY_BINS",
     "filter_scores",
     "check_criterion",
 ]
 
-CRITERIA = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation")
-DATA_CRITERIA = frozenset({"taylor", "mean_activation"})
+CRITERIA = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation", "entropy")
+DATA_CRITERIA = frozenset({"taylor", "mean_activation", "entropy"})
+#: Bins of the histogram ``entropy`` takes of each channel's pooled values (Luo and Wu 2017: 100).
+ENTROPY_BINS = 100
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -150,6 +158,56 @@ def mean_activation_scores(model: nn.Module, layer: nn.Module, batches: Batches)
     return total / count
 
 
+def channel_entropy(pooled: torch.Tensor, bins: int = ENTROPY_BINS) -> torch.Tensor:
+    """The entropy, in bits, of each column of ``pooled`` (``[N images, C channels]``), float64.
+
+    Each channel's N values are put into ``bins`` equal bins between that channel's smallest
+    and largest value (the largest in the last bin), and H = -sum p_i log2 p_i over the bins'
+    shares p_i. A channel whose value is the same for every image has entropy 0; one whose N
+    values fall into k bins equally often has log2(k).
+    """
+    if pooled.dim() != 2 or pooled.shape[0] == 0:
+        raise ValueError(f"entropy: pooled activations must be [images, channels] with at least one image, got "
+                         f"{tuple(pooled.shape)}")
+    if bins < 1:
+        raise ValueError(f"entropy: bins must be at least 1, not {bins}")
+    values = pooled.detach().double().cpu()
+    low, high = values.min(dim=0).values, values.max(dim=0).values
+    width = (high - low) / bins
+    spread = width > 0
+    index = torch.zeros_like(values, dtype=torch.int64)
+    index[:, spread] = ((values[:, spread] - low[spread]) / width[spread]).floor().long().clamp(0, bins - 1)
+    counts = torch.zeros(values.shape[1], bins, dtype=torch.float64)
+    counts.scatter_add_(1, index.T, torch.ones_like(index.T, dtype=torch.float64))
+    share = counts / values.shape[0]
+    logs = torch.where(share > 0, share.log2(), torch.zeros_like(share))
+    return -(share * logs).sum(dim=1) + 0.0  # + 0.0: no -0.0 for a constant channel
+
+
+def entropy_scores(model: nn.Module, layer: nn.Module, batches: Batches, bins: int = ENTROPY_BINS) -> torch.Tensor:
+    """Luo and Wu's entropy criterion: each channel's activation, ReLU(``layer`` output) as for
+    ``mean_activation``, average-pooled over its positions to one value per image; the entropy
+    of those values over every image of ``batches`` (:func:`channel_entropy`, in bits). Read
+    with a forward hook in eval mode; the lowest-entropy channels are removed first."""
+    pooled: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        pooled.append(output.detach().clamp(min=0).double().mean(dim=(2, 3)).cpu())
+
+    modes, flags = _eval_with_flags(model)
+    handle = layer.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for images, _labels in batches:
+                model(images)
+    finally:
+        handle.remove()
+        _restore(model, modes, flags)
+    if not pooled:
+        raise ValueError("entropy: no batches to measure activations on")
+    return channel_entropy(torch.cat(pooled), bins)
+
+
 def filter_scores(
     model: nn.Module,
     conv: nn.Conv2d,
@@ -161,8 +219,8 @@ def filter_scores(
     """The score of each filter of ``conv`` (in ``model``, followed by ``bn`` or None) under
     ``criterion``; the lowest are removed first.
 
-    ``seed`` seeds ``random``; ``batches`` (training batches) feed ``taylor`` and
-    ``mean_activation`` and are ignored by the others.
+    ``seed`` seeds ``random``; ``batches`` (training batches) feed ``taylor``,
+    ``mean_activation`` and ``entropy`` and are ignored by the others.
     """
     check_choice("criterion", criterion, CRITERIA)
     if criterion in DATA_CRITERIA and batches is None:
@@ -182,6 +240,8 @@ def filter_scores(
         return fpgm_scores(conv)
     if criterion == "taylor":
         return taylor_scores(model, conv, batches)
+    if criterion == "entropy":
+        return entropy_scores(model, conv if bn is None else bn, batches)
     return mean_activation_scores(model, conv if bn is None else bn, batches)
 
 

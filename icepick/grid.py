@@ -84,7 +84,7 @@ NO_THRESHOLD = -100.0
 DEFAULT_CRITERION = "l1"
 #: The criteria of ``icepick.criteria.CRITERIA`` (a test holds the two equal), here so that
 #: configuration checks need no torch.
-CRITERION_NAMES = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation")
+CRITERION_NAMES = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "mean_activation", "entropy")
 #: The paper's three models.
 PAPER_MODELS = ("resnet110", "resnet152", "mobilenetv2")
 #: The names of the model registry (``icepick.models.MODELS``; a test holds the two equal),

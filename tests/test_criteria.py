@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -117,6 +118,51 @@ def test_mean_activation_is_the_mean_relu_output_of_each_channel(synth_splits):
     assert scores[1] == 0.0 and scores[4] == pytest.approx(5.0)
     assert _removed(scores, 0.01) == [1]
     assert bool((scores >= 0).all())
+
+
+def test_channel_entropy_of_known_distributions():
+    from icepick.criteria import channel_entropy
+
+    pooled = torch.tensor([  # 4 images x 5 channels; 4 bins between each channel's min and max
+        [7.0, 0.0, 0.0, 0.0, 1.0],
+        [7.0, 1.0, 0.0, 0.0, 1.0],
+        [7.0, 2.0, 3.0, 0.0, 1.0],
+        [7.0, 3.0, 3.0, 3.0, 1.0],
+    ])
+    h = channel_entropy(pooled, bins=4)
+    # constant: 0 bits; one image per bin: log2(4) = 2; two bins of two: 1; shares 3/4 and 1/4: 0.811
+    expected = torch.tensor([0.0, 2.0, 1.0, -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)), 0.0],
+                            dtype=torch.float64)
+    torch.testing.assert_close(h, expected)
+    assert _removed(h, 0.4) == [0, 4]  # ceil(2.0) = 2: the two constant channels go first
+    assert channel_entropy(torch.tensor([[0.0], [1.0]]), bins=1).tolist() == [0.0]  # one bin holds everything
+
+
+def test_entropy_criterion_pools_each_channels_relu_output_per_image():
+    """The layer's output is the input itself (an Identity), so each image's pooled value per channel is
+    the mean of ReLU(input) over its positions, built here to land in known bins."""
+    layer = torch.nn.Identity()
+    model = torch.nn.Sequential(layer, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    images = torch.zeros(8, 3, 2, 2)
+    images[:, 0] = 5.0  # the same for every image: 0 bits
+    images[:, 1] = torch.arange(8.0).view(8, 1, 1)  # 8 distinct values into 8 bins: log2(8) = 3 bits
+    images[:4, 2, 0, 0] = 4.0  # positions mixed: pooled 1.0 for four images ...
+    images[4:, 2] = -3.0  # ... and ReLU(-3) = 0 for the other four: 1 bit
+    batches = [(images[:5], torch.zeros(5, dtype=torch.long)), (images[5:], torch.zeros(3, dtype=torch.long))]
+    from icepick.criteria import entropy_scores
+
+    scores = entropy_scores(model, layer, batches, bins=8)
+    torch.testing.assert_close(scores, torch.tensor([0.0, 3.0, 1.0], dtype=torch.float64))
+
+
+def test_entropy_in_a_block_ranks_a_dead_channel_first(synth_splits):
+    model, blk = _block("mobilenetv2_w025", 3)
+    with torch.no_grad():  # gamma 0: the channel's output is its beta at every position of every image
+        blk.bn1.weight[2] = 0.0
+        blk.bn1.bias[2] = 5.0
+    scores = filter_scores(model, blk, "entropy", batches=_batches(synth_splits[0]))
+    assert scores[2] == 0.0 and bool((scores >= 0).all()) and bool((scores <= math.log2(100) + 1e-9).all())
+    assert scores.shape == (blk.conv1.out_channels,) and float(scores.max()) > 1.0
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
