@@ -120,8 +120,9 @@ def _read(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):  # a pickled object (a whole module): readable, not safely
-            raise
+        text = str(err)
+        if "Weights only load failed" in text and ("Unsupported global" in text or zipfile.is_zipfile(path)):
+            raise  # a pickled object (a whole module): readable, not safely (bytes that are no pickle: damaged)
         raise ValueError(f"{path}: damaged or truncated model file, it cannot be read (UnpicklingError); save it "
                          f"again, or rerun the step that wrote it") from err
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as err:
@@ -188,7 +189,8 @@ def training_hashes(path: str | os.PathLike) -> np.ndarray | None:
 def _check_finite(state: Mapping[str, torch.Tensor], path: str) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ValueError(f"{path}: holds NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+        raise ValueError(f"{path}: holds NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+                         f"these weights cannot be used: train the model again, or give other weights")
 
 
 # ---------------------------------------------------------------- a user's own weights
@@ -333,16 +335,19 @@ def load_weights(
         state, facts = torchvision_weights(spec.split(":", 1)[1], text)
         normalization, origin, widths = facts["normalization"], f"torchvision weights {facts['name']}", None
     elif not os.path.exists(text):
-        raise FileNotFoundError(f"pretrained: {text} does not exist" + (
-            "; a torchvision weights name (IMAGENET1K_V1) needs --model torchvision:<builder>" if "/" not in text else ""))
+        raise FileNotFoundError(f"pretrained: {text} does not exist; give the path of a model or weights file" + (
+            ", or a torchvision weights name (IMAGENET1K_V1) with --model torchvision:<builder>" if "/" not in text
+            else ""))
     else:
+        try:
+            obj = _read(text)  # a damaged file is named as such, --model or not
+        except pickle.UnpicklingError:
+            obj = None  # a pickled object (a whole saved module): unpickled once --model says what it is
         if spec is None:
             raise ConfigError(f"pretrained: {text} is not an icepick model file; give --model SPEC "
                               f"(python:<module>:<factory> or torchvision:<builder>) to say which architecture its "
                               f"weights are for")
-        try:
-            obj = _read(text)
-        except pickle.UnpicklingError:
+        if obj is None:
             obj = _unpickle_module(text)
         state = _state_dict_of(obj, text)
         if state is None:
