@@ -47,6 +47,7 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/tune.smk"
 
 
 rule all:

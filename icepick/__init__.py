@@ -4,7 +4,8 @@ The method's steps live in modules named after the paper's words:
 ``models``, ``data``, ``pruning``, ``freezing``, ``schedule`` (Eq. 1), ``finetune``,
 ``algorithm`` (Algorithm 1) and ``analysis`` (Section 4.1). ``icepick.iterative_prune``
 (:mod:`icepick.api`) runs the method on a model and data in memory; ``icepick.compare`` runs
-it and the iterative baseline side by side and says what ICE-Pick saves.
+it and the iterative baseline side by side and says what ICE-Pick saves; ``icepick.tune``
+chooses θ, η and Eq. 1's values for a model and data with an Optuna study (:mod:`icepick.tuning`).
 
 Importing the package imports nothing heavy (``import icepick.grid`` stays torch-free); the
 API is loaded on first use.
@@ -13,7 +14,7 @@ API is loaded on first use.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["iterative_prune", "PruneResult", "compare", "Comparison"]
+__all__ = ["iterative_prune", "PruneResult", "compare", "Comparison", "tune", "TuneResult"]
 
 
 def __getattr__(name: str) -> Any:

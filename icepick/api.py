@@ -12,7 +12,11 @@ through :func:`iterative_prune`, and answers "how much does ICE-Pick save on my 
 both runs, a table of their accuracy, fine-tunings, training MACs and time, and the savings
 (:mod:`icepick.reporting.compare`). :func:`run_comparison` does the same for a model file and
 a data set on disk through :func:`icepick.algorithm.run_experiment` (``icepick compare``),
-resuming where a killed comparison stopped.
+resuming where a killed comparison stopped; given a tuned setting (``icepick tune``'s
+best.json), it adds ICE-Pick with that setting as a third row, the search's cost included.
+
+:func:`tune` runs an Optuna study over ICE-Pick's settings on a subset of the data
+(:mod:`icepick.tuning`, ``icepick tune``) and returns the setting it picks with what the search cost.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from icepick.records import read_json, write_json
 from icepick.runtime import resolve_device
 
 __all__ = ["PruneResult", "iterative_prune", "Comparison", "compare", "comparison_configs", "run_comparison",
-           "check_comparison_dir", "prepare_comparison_dir", "keep_model_file"]
+           "check_comparison_dir", "prepare_comparison_dir", "keep_model_file", "TuneResult", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +297,8 @@ def _comparison_outputs() -> list[str]:
     from icepick.reporting.compare import COMPARISON_FILES, METHODS
 
     run_files = (*_FILES, "summary.json.state.pt")
-    return [*COMPARISON_FILES, "trace.json", COMPARISON_STATE, *(f"{m}/{name}" for m in METHODS for name in run_files)]
+    return [*COMPARISON_FILES, "trace.json", COMPARISON_STATE, *(f"{m}/{name}" for m in METHODS for name in run_files),
+            *(f"tuned/{name}" for name in (*run_files, "tuned.json"))]
 
 
 def check_comparison_dir(out_dir: str | Path, force: bool = False) -> None:
@@ -328,6 +333,7 @@ def run_comparison(
     device: torch.device,
     *,
     show_progress: bool = True,
+    tuned: dict[str, Any] | None = None,
 ) -> Comparison:
     """ICE-Pick and the baseline (:func:`comparison_configs`) on a model file and a loaded data
     set (:func:`icepick.data.load_experiment_data`), each through
@@ -341,11 +347,21 @@ def run_comparison(
     A folder holding another unfinished comparison, or run records without that state, is
     refused (one line) rather than written over; :func:`prepare_comparison_dir` with ``force``
     clears it.
+
+    ``tuned``: a best.json of ``icepick tune`` (:func:`icepick.tuning.read_best`): ICE-Pick with
+    its setting (the other settings ICE-Pick's) is run too, into ``out_dir/tuned``
+    (:func:`icepick.tuning.tuned_run`), and is the table's third row, method ``tuned``, with the
+    search's MACs and time added (``total_train_macs_with_search``, ``total_seconds_with_search``).
     """
     out = Path(out_dir)
     pretrained = Path(pretrained)
+    settings = {cfg.method: cfg.flat() for cfg in (icepick_cfg, baseline_cfg)}
+    if tuned is not None:
+        from icepick.tuning import tuned_settings
+
+        settings["tuned"] = {**icepick_cfg.flat(), **tuned_settings(tuned)}
     state = json.loads(json.dumps({
-        "settings": {cfg.method: cfg.flat() for cfg in (icepick_cfg, baseline_cfg)},
+        "settings": settings,
         "pretrained_sha256": _sha256(pretrained),
         "data": data.info.record() if data.info is not None else None,
     }))
@@ -362,9 +378,12 @@ def run_comparison(
     runs = {cfg.method: _run_or_read(cfg, pretrained, data, out / cfg.method, trace if cfg.method == "icepick" else None,
                                      device, show_progress)
             for cfg in (icepick_cfg, baseline_cfg)}
+    extra = None
+    if tuned is not None:
+        extra = _tuned_row(tuned, icepick_cfg, pretrained, data, out / "tuned", device, show_progress)
     origin = {"path": str(pretrained), "sha256": state["pretrained_sha256"]}
     comparison = _comparison(runs, (icepick_cfg, baseline_cfg), out, device, origin,
-                             "trace.json" if trace is not None else None)
+                             "trace.json" if trace is not None else None, extra)
     (out / COMPARISON_STATE).unlink(missing_ok=True)
     return comparison
 
@@ -451,12 +470,17 @@ def _comparison(
     device: torch.device,
     pretrained: dict[str, Any],
     trace_file: str | None,
+    tuned: PruneResult | None = None,
 ) -> Comparison:
-    """The table and savings of two finished runs, and the comparison's files when ``out`` is given."""
+    """The table and savings of two finished runs (and the tuned run's, when given), and the
+    comparison's files when ``out`` is given."""
     from icepick.records import provenance
     from icepick.reporting.compare import comparison_savings, comparison_table, write_comparison
 
-    table = comparison_table({method: run.summary for method, run in runs.items()})
+    summaries = {method: run.summary for method, run in runs.items()}
+    if tuned is not None:
+        summaries["tuned"] = tuned.summary
+    table = comparison_table(summaries)
     savings = comparison_savings(table)
     figure = None
     if out is not None:
@@ -468,5 +492,119 @@ def _comparison(
             "trace": trace_file if runs["icepick"].trace is not None else None,
             "provenance": provenance(device, configs[0].finetune.precision, data),
         }
+        if tuned is not None:
+            meta["tuned"] = {"settings": {k: tuned.summary["config"][k] for k in
+                                          ("theta", "eta", "base", "delta", "p", "beta")},
+                             "trial": tuned.summary.get("tuned_trial"), "records": "tuned/",
+                             "search": {k: tuned.summary[k] for k in ("search_train_macs", "search_seconds",
+                                                                      "search_wall_seconds", "search_trials")}}
         figure = write_comparison(out, table, savings, {method: run.steps for method, run in runs.items()}, meta)
     return Comparison(runs["icepick"], runs["baseline"], table, savings, figure)
+
+
+def _tuned_row(best: dict[str, Any], icepick_cfg: RunConfig, pretrained: Path, data: Any, work: Path,
+               device: torch.device, show_progress: bool) -> PruneResult:
+    """ICE-Pick with a tuned setting, for a comparison's third row (:func:`icepick.tuning.tuned_run`)."""
+    import pandas as pd
+
+    from icepick.tuning import tuned_run
+
+    record = tuned_run(best, icepick_cfg, pretrained, data, work, device, show_progress)
+    trace = read_json(work / "trace.json") if (work / "trace.json").is_file() and record["eta"] > 0 else None
+    model, _ = load_model(work / "pruned.pt", device)
+    return PruneResult(model, pd.read_csv(work / "steps.csv"), record, trace, data.normalization)
+
+
+# ----------------------------------------------------------------- choosing the settings: icepick tune
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` returns.
+
+    ``settings``: the tuned setting (theta, eta, base, delta, p, beta), what the other
+    functions take as keywords; ``best``: ``best.json``'s record (the chosen trial, the search's
+    cost, the study's settings); ``trials``: one row per trial (``trials.csv``); ``search_cost``:
+    training MACs and seconds summed over every trial, pruned ones included; ``study``: the
+    Optuna study; ``final``: the tuned run on all the data with the search's cost added
+    (``final/tuned.json``) when ``final`` was asked for, else None.
+    """
+
+    settings: dict[str, float]
+    best: dict[str, Any]
+    trials: "pd.DataFrame"  # noqa: F821
+    search_cost: dict[str, Any]
+    study: Any
+    final: dict[str, Any] | None = None
+
+
+def tune(
+    model: nn.Module,
+    train: Any,
+    test: Any,
+    *,
+    out_dir: str | Path,
+    device: str | torch.device = "auto",
+    flip: bool = True,
+    normalize: Any = "data",
+    final: bool = False,
+    figures: bool = True,
+    show_progress: bool = False,
+    **options: Any,
+) -> TuneResult:
+    """Choose ICE-Pick's θ, η and Eq. 1's values for ``model`` and this data: an Optuna study
+    whose trials are ICE-Pick runs (through :func:`icepick.algorithm.run_experiment`) on a seeded
+    subset of ``train`` and ``test`` (:mod:`icepick.tuning`; ``icepick tune`` on the command line).
+
+    Args:
+        model, train, test, device, flip, normalize, show_progress: as :func:`iterative_prune`.
+        out_dir: the study's folder (``study.db``, ``best.json``, ``trials.csv``, the figures,
+            ``trials/``); a study found there is continued (finished trials are not run again).
+        final: also run the chosen setting on all the data into ``out_dir/final``.
+        figures: draw the study's figures (Optuna's matplotlib visualisation).
+        **options: the study's settings (:class:`icepick.tuning.TuneConfig`: ``n_trials``,
+            ``objective`` ('budget', 'icepruning', 'pareto'), ``cost``, ``max_drop``, ``sampler``,
+            ``pruner``, ``subset``, ``subset_seed``, ...) and the run settings that are not tuned
+            (any of :class:`icepick.algorithm.RunConfig` or ``FinetuneConfig`` but the six tuned
+            ones and ``method``: ``ratio``, ``batch_size``, ``criterion``, ``max_steps``, ...).
+    """
+    from icepick.tuning import (
+        TUNED_KEYS,
+        StudyContext,
+        TuneConfig,
+        read_best,
+        run_study,
+        search_cost,
+        subset_data,
+        trials_table,
+        tuned_run,
+        write_study_report,
+    )
+
+    tune_keys = {f.name for f in dataclasses.fields(TuneConfig)}
+    fixed = sorted(set(options) & (set(TUNED_KEYS) | {"method"}))
+    if fixed:
+        raise ConfigError(f"{fixed[0]}: tune chooses {', '.join(TUNED_KEYS)} and runs ICE-Pick; leave "
+                          f"{', '.join(fixed)} out")
+    tune_cfg = TuneConfig(**{k: v for k, v in options.items() if k in tune_keys})
+    run_cfg = RunConfig.from_dict({k: v for k, v in options.items() if k not in tune_keys})
+    device = resolve_device(str(device))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = in_memory_data(train, test, device, int(getattr(model, "num_classes", 10)), flip,
+                          run_cfg.decision_split, run_cfg.val_size, run_cfg.val_seed, normalize)
+    pretrained = out / "pretrained.pt"
+    staged = _at_data_shape(model, data.info.image_shape)  # type: ignore[union-attr]
+    staged.normalization = data.normalization or "none"
+    new = out / ".pretrained.pt.new"
+    save_model(staged, new, {"kind": "api-input"})
+    keep_model_file(new, pretrained)  # the same bytes as last time: a continued study's runs resume
+    ctx = StudyContext(tune_cfg, run_cfg, pretrained, subset_data(data, tune_cfg.subset, tune_cfg.subset_seed),
+                       device, out, show_progress)
+    study = run_study(ctx)
+    record = write_study_report(study, tune_cfg, run_cfg, out, {
+        "subset": {"train": len(ctx.data.train), "test": len(ctx.data.test)}}, figures=figures)
+    tuned = None
+    if final:
+        tuned = tuned_run(read_best(out / "best.json"), run_cfg, pretrained, data, out / "final", device, show_progress)
+    return TuneResult(dict(record["settings"]), record, trials_table(study), search_cost(study), study, tuned)

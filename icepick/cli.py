@@ -29,6 +29,7 @@ COMMANDS = {
     "weight-shift": "icepick.commands.prune",
     "blocks": "icepick.commands.prune",
     "compare": "icepick.commands.compare",
+    "tune": "icepick.commands.tune",
     "aggregate": "icepick.commands.report",
     "table": "icepick.commands.report",
     "figure": "icepick.commands.report",

@@ -15,6 +15,10 @@ which holds no colon: ``resnet110``, ``torchvision-resnet18``, ``python-my_nets-
         summary.json, steps.csv, pruned.pt                         one pruning run (criterion l1)
     results/{model}/runs/{method}-{lr_policy}-r{ratio}-eta{eta}-theta{theta}-{criterion}/seed{seed}/
                                                                    the same under another criterion
+    results/{model}/tune/r{ratio}/seed{seed}/best.json, trials.csv, study.db, trials/, *.png
+                                                                   icepick tune (config tune:, off by default)
+    results/{model}/tune/r{ratio}/seed{seed}/final/tuned.json, summary.json, steps.csv, pruned.pt
+                                                                   the tuned setting run on all the data
     results/summary/{group}/{runs,steps}.csv                       one experiment group
     results/summary/{runs,steps,pretrain,weight_shift}.csv         everything
 
@@ -69,6 +73,10 @@ __all__ = [
     "run_path",
     "group_run_files",
     "group_summary_path",
+    "TUNE_DIR",
+    "TUNE_NAME",
+    "tune_dir",
+    "tune_targets",
 ]
 
 #: The experiment groups: Figure 3 and the time savings; Table 1; the threshold sweep; the
@@ -377,3 +385,28 @@ def group_run_files(config: Mapping[str, Any], group: str, filename: str, models
 def group_summary_path(group: str | None, table: str) -> str:
     """An aggregate: ``results/summary/{group}/{table}.csv``, or everything's when group is None."""
     return f"results/summary/{table}.csv" if group is None else f"results/summary/{group}/{table}.csv"
+
+
+TUNE_DIR = "results/{model}/tune/r{ratio}/seed{seed}"  # icepick tune's study folder
+TUNE_NAME = "{model}/tune/r{ratio}/seed{seed}"  # logs/, benchmarks/
+
+
+def tune_dir(model: str, ratio: float | str, seed: int | str) -> str:
+    """The study folder of ``icepick tune`` for a model (its folder name), ratio and seed."""
+    return TUNE_DIR.format(model=model_slug(model), ratio=num(ratio), seed=seed)
+
+
+def tune_targets(config: Mapping[str, Any]) -> list[str]:
+    """What ``tune:`` asks for when ``enabled``: each model's study (best.json) and the tuned run on
+    all the data (final/tuned.json), at ``tune.ratio`` (null: the model's Table 1 ratio) and
+    ``tune.seed`` (null: the first of ``seeds``); nothing when it is off."""
+    t = config.get("tune") or {}
+    if not t.get("enabled"):
+        return []
+    out = []
+    for model in config["models"]:
+        ratio = t.get("ratio") if t.get("ratio") is not None else table1_ratio(config, model)
+        seed = t.get("seed") if t.get("seed") is not None else config["seeds"][0]
+        folder = tune_dir(model, ratio, seed)
+        out += [f"{folder}/best.json", f"{folder}/final/tuned.json"]
+    return out

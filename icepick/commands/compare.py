@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path,
                    help="folder of the comparison: icepick/ and baseline/ (each run's steps.csv, summary.json, "
                         "pruned.pt), trace.json, comparison.csv, comparison.json, comparison.png and .pdf")
+    p.add_argument("--tuned", type=Path, default=None,
+                   help="a best.json of icepick tune: also run ICE-Pick with its setting (into OUT/tuned/) and show it as "
+                        "a third row, its search's MACs and time added")
     p.add_argument("--force", action="store_true", help="run again into a folder that holds a comparison, writing "
                    "over its files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -104,6 +107,11 @@ def _compare(args: argparse.Namespace) -> int:
     from icepick.data import load_experiment_data
 
     icepick_cfg, baseline_cfg = comparison_configs(_settings(args))
+    tuned = None
+    if args.tuned is not None:
+        from icepick.tuning import read_best
+
+        tuned = read_best(args.tuned)
     check_comparison_dir(args.out, args.force)  # before anything is written there
     staged = args.out / f".{CONVERTED}.new"
     model = _check_pretrained(args, staged)
@@ -115,8 +123,9 @@ def _compare(args: argparse.Namespace) -> int:
     data = load_experiment_data(args.data, device, icepick_cfg.decision_split, icepick_cfg.val_size,
                                 icepick_cfg.val_seed, _normalization(args.normalize, model))
     comparison = run_comparison(icepick_cfg, baseline_cfg, args.pretrained, data, out, device,
-                                show_progress=not args.no_progress)
+                                show_progress=not args.no_progress, tuned=tuned)
     print(comparison)
     print(f"Written to {out}/: comparison.csv, comparison.json, comparison.png, comparison.pdf; each run's records "
-          "in icepick/ and baseline/" + ("; the freeze trace in trace.json" if icepick_cfg.eta > 0 else ""))
+          "in icepick/ and baseline/" + ("; the freeze trace in trace.json" if icepick_cfg.eta > 0 else "")
+          + ("; the tuned run in tuned/" if tuned is not None else ""))
     return 0

@@ -32,6 +32,8 @@ from icepick.records import write_csv, write_json
 __all__ = [
     "METHODS",
     "METHOD_LABELS",
+    "TUNED",
+    "TUNED_COLUMNS",
     "COMPARISON_COLUMNS",
     "COMPARISON_FILES",
     "comparison_table",
@@ -43,7 +45,12 @@ __all__ = [
 
 #: The two runs of a comparison, in the order of its table.
 METHODS = ("icepick", "baseline")
-METHOD_LABELS = {"icepick": "ICE-Pick", "baseline": "baseline"}
+METHOD_LABELS = {"icepick": "ICE-Pick", "baseline": "baseline", "tuned": "ICE-Pick tuned"}
+#: The optional third run (``icepick compare --tuned best.json``): ICE-Pick with a tuned setting.
+TUNED = "tuned"
+#: Columns the table gains when it has the tuned row: the search's cost and the totals with it
+#: (0 and the with-trace totals for the two other runs, which made no search).
+TUNED_COLUMNS = ["search_train_macs", "search_seconds", "total_train_macs_with_search", "total_seconds_with_search"]
 
 #: The columns of ``comparison.csv`` (one row per method): the run's settings, then the answer.
 COMPARISON_COLUMNS = [
@@ -68,7 +75,16 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
     for method in METHODS:
         summary = summaries[method]
         rows.append({"method": method, **{col: summary.get(col) for col in COMPARISON_COLUMNS if col != "method"}})
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    if TUNED not in summaries:
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for row in rows:  # no search: the totals with the search are those with the trace
+        row.update(search_train_macs=0.0, search_seconds=0.0,
+                   total_train_macs_with_search=row["total_train_macs_with_trace"],
+                   total_seconds_with_search=row["total_seconds_with_trace"])
+    tuned = summaries[TUNED]
+    rows.append({"method": TUNED, **{col: tuned.get(col) for col in COMPARISON_COLUMNS + TUNED_COLUMNS
+                                     if col != "method"}})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS + TUNED_COLUMNS)
 
 
 def _saved(part: float, whole: float) -> float:
@@ -86,7 +102,7 @@ def comparison_savings(table: pd.DataFrame) -> dict[str, float]:
     ``finetunes_saved``: fine-tunings the baseline ran and ICE-Pick skipped.
     """
     ice, base = (table.set_index("method").loc[m] for m in METHODS)
-    return {
+    out = {
         "saved_macs": _saved(ice["total_train_macs"], base["total_train_macs"]),
         "saved_macs_with_trace": _saved(ice["total_train_macs_with_trace"], base["total_train_macs"]),
         "saved_wall": _saved(ice["total_seconds"], base["total_seconds"]),
@@ -94,6 +110,16 @@ def comparison_savings(table: pd.DataFrame) -> dict[str, float]:
         "acc_diff": float(ice["final_acc"]) - float(base["final_acc"]),
         "finetunes_saved": int(base["n_finetunes"]) - int(ice["n_finetunes"]),
     }
+    if TUNED in set(table["method"]):  # the tuned run, its search's cost included, against the baseline
+        tuned = table.set_index("method").loc[TUNED]
+        out.update({
+            "tuned_saved_macs": _saved(tuned["total_train_macs_with_trace"], base["total_train_macs"]),
+            "tuned_saved_macs_with_search": _saved(tuned["total_train_macs_with_search"], base["total_train_macs"]),
+            "tuned_saved_wall": _saved(tuned["total_seconds_with_trace"], base["total_seconds"]),
+            "tuned_saved_wall_with_search": _saved(tuned["total_seconds_with_search"], base["total_seconds"]),
+            "tuned_acc_diff": float(tuned["final_acc"]) - float(base["final_acc"]),
+        })
+    return out
 
 
 def comparison_curves(steps: Mapping[str, pd.DataFrame], table: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +183,18 @@ def format_comparison(table: pd.DataFrame, savings: Mapping[str, float]) -> str:
         saved += (f" ({_pct(savings['saved_macs_with_trace'])} and {_pct(savings['saved_wall_with_trace'])} "
                   "with the freeze trace)")
     saved += f"; accuracy {savings['acc_diff']:+.2f} points against the baseline."
-    return "\n".join([header, "", fmt(columns), *(fmt(r) for r in lines), "", saved]) + "\n"
+    notes = [saved]
+    if TUNED in set(table["method"]):
+        t = table.set_index("method").loc[TUNED]
+        notes.append(
+            f"ICE-Pick tuned (θ = {float(t['theta']):g}, η = {float(t['eta']):g}): with its search "
+            f"({_macs(float(t['search_train_macs']))}, {float(t['search_seconds']):.1f} s) "
+            f"{_macs(float(t['total_train_macs_with_search']))} and {float(t['total_seconds_with_search']):.1f} s; it saves "
+            f"{_pct(savings['tuned_saved_macs_with_search'])} of the baseline's training MACs and "
+            f"{_pct(savings['tuned_saved_wall_with_search'])} of its time with the search "
+            f"({_pct(savings['tuned_saved_macs'])} and {_pct(savings['tuned_saved_wall'])} without); accuracy "
+            f"{savings['tuned_acc_diff']:+.2f} points against the baseline.")
+    return "\n".join([header, "", fmt(columns), *(fmt(r) for r in lines), "", *notes]) + "\n"
 
 
 def write_comparison(

@@ -140,6 +140,7 @@ def all_targets():
         "paper_figures/fig_lr_schedule.pdf",
         *[path for group in ACTIVE_GROUPS for path in GROUP_OUTPUTS.get(group, [])],
         "paper_figures/claims.md",
+        *grid.tune_targets(config),  # icepick tune (config tune:, off by default)
     ]
 
 
@@ -338,3 +339,33 @@ def report_options():
     """--models (in the configured order) and --paper-role for the report commands."""
     roles = " ".join(f"--paper-role {m}={r}" for m, r in config["paper_role"].items())
     return f"--models {' '.join(config['models'])} {roles}".strip()
+
+
+def tune_options():
+    """Options of `icepick tune` from the configuration (`tune:`; the run settings that are not
+    tuned from decision, finetune and eval_cache, as for `icepick run`; its ratio and seed come
+    from the path). The same for the study and the tuned run, so both name one study."""
+    t, f = config["tune"], config["finetune"]
+    return " ".join([
+        decision_options(),
+        finetune_options(),
+        _flags([
+            ("--n-trials", t["n_trials"]),
+            ("--subset", t["subset"]),
+            ("--subset-seed", t["subset_seed"]),
+            ("--objective", t["objective"]),
+            ("--cost", t["cost"]),
+            ("--max-drop", t["max_drop"]),
+            ("--sampler", t["sampler"]),
+            ("--sampler-seed", t["sampler_seed"]),
+            ("--pruner", t["pruner"]),
+            ("--workers", t["workers"] if t["workers"] != 1 else None),
+            ("--lr-shape", f["lr_shape"]),
+            ("--early-halt", f["early_halt"]),
+            ("--max-steps", f["max_steps"]),
+            ("--freeze-bn-stats", f["freeze_bn_stats"]),
+            ("--freeze-layers", f["freeze_layers"]),
+            ("--no-eval-cache", not config["eval_cache"]),
+            ("--no-progress", True),
+        ]),
+    ])
