@@ -293,14 +293,36 @@ def _sampler(cfg: TuneConfig) -> Any:
     # Optuna 5's form of a constraints_func: > 0 is over the budget); TPE and NSGA-II read it.
     kind = cfg.resolved_sampler()
     seed = cfg.sampler_seed
-    if kind == "grid":
+    if kind == "grid":  # Optuna's grid sampler skips the points other workers are running
         return optuna.samplers.GridSampler(ICE_PRUNING_GRID, seed=seed)
     if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return _trial_seeded(optuna.samplers.RandomSampler, seed)(seed=seed)
     if kind == "nsga2":
         size = max(4, min(50, cfg.resolved_trials() // 3))
-        return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
-    return optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, seed=seed, multivariate=True)
+        return _trial_seeded(optuna.samplers.NSGAIISampler, seed)(population_size=size, seed=seed)
+    return _trial_seeded(optuna.samplers.TPESampler, seed)(n_startup_trials=TPE_STARTUP, seed=seed, multivariate=True)
+
+
+def trial_seed(sampler_seed: int, number: int) -> int:
+    """The seed of trial ``number``'s draws: unique per trial of a study, whichever worker runs it."""
+    return (sampler_seed * 1_000_003 + number * 7_919 + 1) % 2**32
+
+
+def _trial_seeded(cls: type, sampler_seed: int) -> type:
+    """``cls`` (a sampler) whose random state is seeded from the trial's number before each
+    trial. Every worker's sampler starts from the same seed, so without this two workers would
+    draw the same settings; with it, a trial's draws depend on its number (unique in the study)
+    and the study's history only, and one worker's study is reproducible."""
+
+    def before_trial(self: Any, study: Any, trial: Any) -> None:
+        seed = trial_seed(sampler_seed, trial.number)
+        for sampler in (self, getattr(self, "_random_sampler", None)):
+            rng = getattr(sampler, "_rng", None)
+            if rng is not None:
+                rng.rng.seed(seed)
+        cls.before_trial(self, study, trial)
+
+    return type(f"TrialSeeded{cls.__name__}", (cls,), {"before_trial": before_trial})
 
 
 def cost_bound_prune(study: Any, trial: Any) -> bool:
@@ -534,6 +556,7 @@ def run_trial(trial: Any, ctx: StudyContext) -> float | tuple[float, float]:
     attrs = {
         "acc_orig": float(summary["acc_orig"]), "final_acc": float(summary["final_acc"]), "drop": drop,
         "n_finetunes": int(summary["n_finetunes"]), "n_steps": int(summary["n_steps"]), "cost": cost,
+        "test_samples": int(summary["test_samples"]),
         "cost_kind": cost_kind, "train_macs": float(summary["total_train_macs_with_trace"]),
         "seconds": float(summary["total_seconds_with_trace"]), "constraint": drop - cfg_tune.max_drop,
         # what this trial cost the search: its run, and its trace when it made one
@@ -575,6 +598,20 @@ def _record_pruned(trial: Any, folder: Path, rows: list[dict[str, Any]], trace_m
     write_json(folder / "pruned.json", {**attrs, "constraint": None})
 
 
+def subset_warnings(cfg: TuneConfig, run: "RunConfig", data: "ExperimentData") -> list[str]:  # noqa: F821
+    """What the subset's size does to the study's answer, one line each: accuracies on a subset
+    move in steps of one test image, so a budget or a θ below one image means "no image lost"."""
+    one = 100.0 / max(len(data.test), 1)
+    one_decision = 100.0 / max(len(data.decision), 1)
+    out = []
+    if cfg.objective != "icepruning" and cfg.max_drop < one:
+        out.append(f"max_drop {cfg.max_drop:g} is less than one of the subset's {len(data.test)} test images "
+                   f"({one:.2f} points): a trial meets the budget only when it loses no test image at all")
+    out.append(f"on the subset one decision image is {one_decision:.2f} points: theta values between multiples of it "
+               "decide alike")
+    return out
+
+
 def study_finished(study: Any) -> int:
     """Trials of ``study`` that count towards its total: COMPLETE and PRUNED."""
     from optuna.trial import TrialState
@@ -599,6 +636,8 @@ def run_study(ctx: StudyContext, *, stop_after: int | None = None) -> Any:
 
         model, _ = load_model(ctx.pretrained, ctx.device)
         acc_orig = accuracy(model, ctx.data.test)
+    for line in subset_warnings(ctx.tune, ctx.run, ctx.data):
+        log.warning("%s", line)
     study = create_study(ctx.tune, ctx.study_dir, acc_orig)
     total = ctx.tune.resolved_trials()
     left = total - study_finished(study)
@@ -728,6 +767,14 @@ def best_settings(study: Any, cfg: TuneConfig) -> dict[str, Any]:
     return out
 
 
+def best_test_samples(study: Any) -> int:
+    """The subset's test images, as the trials' summaries recorded them (1 when none finished)."""
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("test_samples"):
+            return int(t.user_attrs["test_samples"])
+    return 1
+
+
 def _trial_record(t: Any) -> dict[str, Any]:
     a = t.user_attrs
     return {"trial": t.number, "settings": _settings_of(t), "acc_orig": a.get("acc_orig"),
@@ -755,6 +802,7 @@ def write_study_report(study: Any, cfg: TuneConfig, run_cfg: "RunConfig", study_
         "storage": "study.db" if cfg.storage is None else "(given)",
         "run": run_cfg.flat(),
         "paper_settings": PAPER_SETTINGS,
+        "one_test_image_points": 100.0 / best_test_samples(study),
         **(dict(extra) if extra else {}),
     }
     if figures:

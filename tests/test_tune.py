@@ -265,7 +265,7 @@ def test_the_other_objectives_and_the_grid(pretrained, tmp_path, capsys, extra, 
             assert set(trials[key]) <= set(values)
         assert best["tune"]["objective"] == "icepruning"
     else:
-        assert best["front"] and all("final_acc" in point for point in best["front"])
+        assert best["best"]["front"] and all("final_acc" in point for point in best["best"]["front"])
 
 
 # ------------------------------------------------------------------ killed, and two workers
@@ -347,6 +347,8 @@ def test_two_worker_processes_share_one_sqlite_study(pretrained, tmp_path):
     folders = [t.user_attrs["folder"] for t in trials]
     assert len(folders) == len(set(folders))  # no two trials wrote into one folder
     assert sum(1 for t in trials if t.params.get("theta") == 1.5 and t.params.get("eta") == 0.3) == 1  # enqueued once
+    settings = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(settings)) == len(settings)  # each trial's draws are seeded by its number, not the worker
 
 
 # ------------------------------------------------------------------ the workflow
@@ -391,3 +393,19 @@ def test_the_workflows_tune_rule_feeds_its_setting_into_a_run(tmp_path):
     assert tuned["search_trials"] == 2 and tuned["total_train_macs_with_search"] > tuned["total_train_macs_with_trace"]
     again = _snakemake(cwd, "-n", "--configfile", "config/test.yaml", "tune.yaml", "--cores", "1", target)
     assert "Nothing to be done" in again.stdout + again.stderr  # the tuned run left its input as it was
+
+
+@pytest.mark.slow
+def test_workers_each_claim_their_own_gpu_slot(pretrained, tmp_path):
+    """--workers 2 on a machine with two (simulated) GPUs: the second process claims the other slot."""
+    out = tmp_path / "s"
+    env = {**_env(), "ICEPICK_GPU_SLOTS_ON_CPU": "1", "ICEPICK_SLOT_DIR": str(tmp_path / "locks")}
+    pre, data = pretrained
+    command = [sys.executable, "-m", "icepick", "tune", "--pretrained", str(pre), "--data", str(data), "--out",
+               str(out), "--subset", "0.5", "--max-steps", "2", "--max-batches", "1", "--batch-size", "32",
+               "--device", "auto", "--gpu-slots", "2", "--threads", "1", "--no-progress", "--workers", "2",
+               "--n-trials", "4", "--no-figures"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    slots = {json.loads(p.read_text())["provenance"]["gpu_slot"]["gpu"] for p in out.glob("trials/*/summary.json")}
+    assert slots == {0, 1}

@@ -178,7 +178,13 @@ def _context(args: argparse.Namespace, tune_cfg: Any, run_cfg: RunConfig, device
 def _worker(args: argparse.Namespace) -> None:
     """An extra worker process (``--workers``): trials of the study only."""
     import logging as _logging
+    import os
 
+    # the GPUs the parent saw before it claimed its own slot: this worker claims another one
+    if args.visible_devices is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.visible_devices
     _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")
     from icepick.tuning import run_study
 
@@ -198,6 +204,9 @@ def _tune(args: argparse.Namespace) -> int:
     run_cfg = _run_config(args)  # settings checked before anything runs
     if args.workers > 1 and args.storage is None:
         log.info("%d workers share the SQLite study %s/study.db", args.workers, args.out)
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # before this process claims its GPU slot
     run_cfg, device, data = _setup(args)
     ctx = _context(args, tune_cfg, run_cfg, device, data)
     log.info("tuning on %d training and %d test images (%.0f%% subset, seed %d); %d trials, objective %s, cost %s, "
@@ -208,7 +217,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.workers > 1:
         spawn = multiprocessing.get_context("spawn")
         child_args = argparse.Namespace(**{**vars(args), "workers": 1, "final": False, "pretrained": args.pretrained,
-                                           "model": None})
+                                           "model": None, "visible_devices": visible})
         for _ in range(args.workers - 1):
             proc = spawn.Process(target=_worker, args=(child_args,))
             proc.start()
