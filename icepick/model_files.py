@@ -152,7 +152,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise FileNotFoundError(f"{path}: no such model file; give the path of a model file (icepick pretrain writes "
+                                f"one)")
     try:
         payload = _read(path)
     except pickle.UnpicklingError as err:

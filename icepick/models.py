@@ -474,7 +474,8 @@ def _python_model(name: str, module_name: str, factory_name: str, num_classes: i
         model = factory(**kwargs)
     except Exception as err:  # noqa: BLE001 - the user's factory: any failure is reported in one line
         raise ConfigError(f"model: {name!r}: {factory_name}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) "
-                          f"failed ({type(err).__name__}: {' '.join(str(err).split())[:160]})") from err
+                          f"failed ({type(err).__name__}: {' '.join(str(err).split())[:160]}); fix the factory, "
+                          f"or give one that builds the model") from err
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model: {name!r}: {factory_name}(num_classes=...) returned {type(model).__name__}, "
                           "not an nn.Module")
@@ -512,7 +513,9 @@ def _check_classifies(model: nn.Module, name: str, num_classes: int, input_shape
             out = main_output(model(torch.zeros(1, *input_shape)))
     except Exception as err:  # the user's model: any failure is reported in one line
         raise ConfigError(f"model: {name!r} cannot classify a {shape_text} image ({type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:160]}); the data's images are {shape_text}") from err
+                          f"{' '.join(str(err).split())[:160]}); the data's images are {shape_text}: import them at "
+                          f"the size and channels the model takes (data import --size, --channels), or give a "
+                          f"model for these images") from err
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model: {name!r} gives {shape} for one {shape_text} image, not (1, {num_classes}) class "

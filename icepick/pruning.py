@@ -413,7 +413,9 @@ def prune_block(
             undo()
             detail = " ".join(str(err).split())[:200]
             raise ValueError(f"pruning step {name!r} of {_arch(model)} breaks the model ({detail}); the prune was "
-                             "undone, the model is as before") from err
+                             "undone, the model is as before: stop before this step (--max-steps), or make the layer "
+                             "that breaks visible to tracing (a buffer or a shape taken from a constant cannot follow "
+                             "a prune)") from err
     return kept
 
 

@@ -278,7 +278,8 @@ CLI_CASES = [
      "'my_nets'); run from the folder that holds my_nets.py, or add that folder to PYTHONPATH"),
     ("user's model that cannot take a 32x32 RGB image", lambda f: _pretrain_args(f, model="python:custom_cnn:grey_net"),
      "icepick pretrain: error: model: 'python:custom_cnn:grey_net' cannot classify a 3x32x32 image (RuntimeError: …); "
-     "the data's images are 3x32x32"),
+     "the data's images are 3x32x32: import them at the size and channels the model takes (data import --size, "
+     "--channels), or give a model for these images"),
     ("user's model with nothing to prune", lambda f: _run_args(f, pretrained="head_only"),
      "icepick run: error: model: python:custom_cnn:head_only has no prunable group (every one feeds a residual "
      "addition or the classifier); try --coupled, or see python -m icepick blocks --model python:custom_cnn:head_only"),
@@ -400,7 +401,7 @@ CLI_CASES = [
                                                       "--test-fraction", "1.5"],
      "icepick data: error: test_fraction: 1.5 is out of range; it must lie in (0.0, 1.0)"),
     ("import: images of different sizes without --size", lambda f: _import_args(f, "sizes"),
-     "icepick data: error: path: the images differ in size (32x32 0.png, 40x36 big.png, ...); give --size N to make "
+     "icepick data: error: path: the images in {sizes} differ in size (32x32 0.png, 40x36 big.png, ...); give --size N to make "
      "them all NxN (--fit resize or pad)"),
     ("import: class folder holding sub-folders", lambda f: _import_args(f, "nested"),
      "icepick data: error: {nested}/cat: class folder 'cat' holds sub-folders (tabby); give the folder whose "
@@ -502,10 +503,12 @@ CLI_CASES = [
      "icepick calls no_num_classes(num_classes=N) with the data's class count: add that parameter"),
     ("user's model factory that raises", lambda f: ["blocks", "--model", "python:custom_cnn:failing_net"],
      "icepick blocks: error: model: 'python:custom_cnn:failing_net': failing_net(num_classes=10) failed "
-     "(RuntimeError: cannot make a net for 10 classes)"),
+     "(RuntimeError: cannot make a net for 10 classes); fix the factory, or give one that builds the model"),
     ("prune that would break the model", lambda f: _run_args(f, "--theta", "100", pretrained="scaled_net"),
      "icepick run: error: pruning step 'conv1' of python:custom_cnn:scaled_net breaks the model (it no longer runs "
-     "on a 3x32x32 image: RuntimeError: …); the prune was undone, the model is as before"),
+     "on a 3x32x32 image: RuntimeError: …); the prune was undone, the model is as before: stop before this step "
+     "(--max-steps), or make the layer that breaks visible to tracing (a buffer or a shape taken from a constant "
+     "cannot follow a prune)"),
     ("compare into a folder holding a comparison",
      lambda f: ["compare", "--pretrained", str(f["m20"]), "--data", str(f["data"]), "--out", str(f["cmp"]),
                 "--device", "cpu", "--threads", "1", "--no-progress"],

@@ -373,7 +373,7 @@ def test_imagefolder_import_reads_png_and_jpeg_of_any_size_and_mode(imported_ima
 
 
 def test_images_of_several_sizes_without_size_are_one_line_asking_for_it(images_src, tmp_path):
-    with pytest.raises(DataSourceError, match=r"path: the images differ in size \(.*\); give --size N to make them "
+    with pytest.raises(DataSourceError, match=r"path: the images in .* differ in size \(.*\); give --size N to make them "
                                               r"all NxN \(--fit resize or pad\)") as info:
         import_dataset("imagefolder", tmp_path / "out", images_src)
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()

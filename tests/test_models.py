@@ -97,12 +97,15 @@ def test_a_python_spec_calls_the_users_factory():
                           r"python:<module>:<factory>"),
     ("python:no_such_module:make", r"model: 'python:no_such_module:make': cannot import make from no_such_module"),
     ("python:custom_cnn:grey_net", r"model: 'python:custom_cnn:grey_net' cannot classify a 3x32x32 image "
-                                   r"\(RuntimeError: .*\); the data's images are 3x32x32$"),
+                                   r"\(RuntimeError: .*\); the data's images are 3x32x32: import them "
+                                   r"at the size and channels the model takes \(data import --size, --channels\), or "
+                                   r"give a model for these images$"),
     ("python:custom_cnn:no_num_classes", r"^model: 'python:custom_cnn:no_num_classes': no_num_classes\(\) takes no "
                                          r"num_classes; icepick calls no_num_classes\(num_classes=N\) with the data's "
                                          r"class count: add that parameter$"),
     ("python:custom_cnn:failing_net", r"^model: 'python:custom_cnn:failing_net': failing_net\(num_classes=10\) failed "
-                                      r"\(RuntimeError: cannot make a net for 10 classes\)$"),
+                                      r"\(RuntimeError: cannot make a net for 10 classes\); fix the factory, or give "
+                                      r"one that builds the model$"),
     ("python:custom_cnn:TinyNet.forward", r"^model: 'python:custom_cnn:TinyNet.forward': cannot import TinyNet.forward "
                                           r"from custom_cnn"),
 ])

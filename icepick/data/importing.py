@@ -689,7 +689,7 @@ def _imagefolder(path: Path, test_fraction: float | None, seed: int | None, shap
     size = shape.size
     if size is None and len(sizes) > 1:
         (a, fa), (b, fb) = sorted(examples.items())[:2]
-        raise DataSourceError(f"path: the images differ in size ({a[0]}x{a[1]} {fa.name}, {b[0]}x{b[1]} {fb.name}, ...); "
+        raise DataSourceError(f"path: the images in {path} differ in size ({a[0]}x{a[1]} {fa.name}, {b[0]}x{b[1]} {fb.name}, ...); "
                               f"give --size N to make them all NxN (--fit resize or pad)")
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, entries in files.items():
