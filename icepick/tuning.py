@@ -379,6 +379,39 @@ def create_study(cfg: TuneConfig, study_dir: str | Path, acc_orig: float | None 
 
     Path(study_dir).mkdir(parents=True, exist_ok=True)
     url = storage_url(study_dir, cfg.storage)
+    for attempt in range(5):  # workers starting together race to create the storage's tables
+        try:
+            with _creation_lock(study_dir, url):
+                return _open_study(cfg, url, acc_orig)
+        except Exception as err:  # noqa: BLE001 - sqlalchemy's errors, imported with optuna
+            if type(err).__module__.split(".")[0] != "sqlalchemy" or attempt == 4:
+                raise
+            log.info("the study's storage was busy (%s); trying again", type(err).__name__)
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _creation_lock(study_dir: str | Path, url: str) -> Iterator[None]:
+    """For SQLite in the study folder: one process at a time creates or opens the study (two
+    workers creating its tables at once collide in alembic's version table)."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(Path(study_dir) / ".study.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_study(cfg: TuneConfig, url: str, acc_orig: float | None) -> Any:
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
