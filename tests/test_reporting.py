@@ -373,6 +373,30 @@ def test_a_number_that_depends_on_scale_is_marked_so_not_a_bare_no(summary_dir):
     assert "of them numbers that depend on scale" in md
 
 
+def test_a_claim_failing_in_another_experiment_too_is_not_excused_by_scale(summary_dir):
+    """Read against a second experiment's claims: a claim failing in both says so instead of
+    'scale'; one holding there says that; one that experiment cannot test keeps 'scale'."""
+    runs = pd.read_csv(summary_dir / "runs.csv")
+    table = reporting.claims(runs, pd.read_csv(summary_dir / "weight_shift.csv"),
+                             pd.read_csv(summary_dir / "pretrain.csv"), None, MODELS)
+    other = table.copy()
+    holds = dict(zip(table["id"], table["holds"]))
+    assert holds["table1-acc-resnet110-eta0.3-fixed"] == "no" and holds["table1-fewer-ft"] == "yes"
+    other.loc[other["id"] == "table1-acc-resnet110-eta0.3-fixed", "holds"] = "no"
+    other.loc[other["id"] == "table1-fewer-ft", "holds"] = "no"
+    other.loc[other["id"] == "time-headline", "holds"] = "n/a"
+    cells = dict(zip(table["id"], reporting.verdicts(table, other, "on Fashion-MNIST")))
+    assert cells["table1-acc-resnet110-eta0.3-fixed"] == "no (also on Fashion-MNIST)"
+    assert cells["table1-fewer-ft"] == "yes (not on Fashion-MNIST)"
+    if holds["time-headline"] == "no":
+        assert cells["time-headline"] == "no (scale)"  # not testable there: scale is still the reading
+    other.loc[other["id"] == "table1-acc-resnet110-eta0.3-fixed", "holds"] = "yes"
+    cells = dict(zip(table["id"], reporting.verdicts(table, other, "on Fashion-MNIST")))
+    assert cells["table1-acc-resnet110-eta0.3-fixed"] == "no (holds on Fashion-MNIST)"
+    md = reporting.claims_markdown(table, None, other, "on Fashion-MNIST")
+    assert "| no (holds on Fashion-MNIST) |" in md and "Read against the claims on Fashion-MNIST" in md
+
+
 def test_claims_with_missing_results_say_na():
     runs = pd.DataFrame(columns=reporting.RUN_COLUMNS)
     table = reporting.claims(runs)

@@ -263,6 +263,11 @@ def _register_claims(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain", type=Path, default=None, help="results/summary/pretrain.csv")
     p.add_argument("--out", type=Path, required=True, help="claims.md")
     p.add_argument("--csv-out", type=Path, default=None, help="the same table as CSV")
+    p.add_argument("--compare", type=Path, default=None,
+                   help="another experiment's claims.csv: each verdict says whether it agrees (a claim that fails "
+                        "there too is not excused by scale)")
+    p.add_argument("--compare-label", default="in the other experiment",
+                   help="how claims.md names that experiment, e.g. 'on Fashion-MNIST, at CIFAR-10's size'")
     _add_naming(p)
     p.set_defaults(func=_claims)
 
@@ -271,7 +276,8 @@ def _claims(args: argparse.Namespace) -> int:
     shift = _read_csv(args.weight_shift) if args.weight_shift else None
     pretrain = _read_csv(args.pretrain) if args.pretrain else None
     table = reporting.claims(_read_csv(args.runs), shift, pretrain, _roles(args), args.models)
-    reporting.write_text(args.out, reporting.claims_markdown(table, _roles(args)))
+    other = _read_csv(args.compare) if args.compare else None
+    reporting.write_text(args.out, reporting.claims_markdown(table, _roles(args), other, args.compare_label))
     if args.csv_out:
         reporting.write_table(args.csv_out, table)
     counts = table["holds"].value_counts()

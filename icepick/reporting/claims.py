@@ -18,7 +18,7 @@ from icepick.reporting.paper import (
 )
 from icepick.reporting.tables import ablation_table, lr_name, table1, threshold_summary, time_savings
 
-__all__ = ["spearman", "weight_shift_stats", "claims", "claims_markdown", "CLAIM_COLUMNS", "CHECKS"]
+__all__ = ["spearman", "weight_shift_stats", "claims", "claims_markdown", "verdicts", "CLAIM_COLUMNS", "CHECKS"]
 
 # ---------------------------------------------------------------- analysis helpers
 
@@ -423,11 +423,40 @@ def claims(
     return pd.DataFrame(context.rows, columns=CLAIM_COLUMNS)
 
 
-def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None) -> str:
-    """claims.md: how the claims are checked, a count, and one table row per claim."""
-    counts = table["holds"].value_counts()
+def verdicts(table: pd.DataFrame, other: pd.DataFrame | None = None, other_label: str = "") -> pd.Series:
+    """The "holds" cell of each claim, read against another experiment's claims (same ids) when given.
+
+    'no (also <label>)': it fails there too, so the scale of this experiment does not excuse it;
+    'no (holds <label>)': it holds there; 'no (scale)': its number depends on the scale of the
+    experiment and no other run contradicts that (none given, or 'n/a' there); 'yes (not
+    <label>)': it holds here and fails there; otherwise the holds value itself.
+    """
     scale = table["scale"] == "yes" if "scale" in table else pd.Series(False, index=table.index)
-    no_at_scale = int(((table["holds"] == "no") & scale).sum())
+    there = dict(zip(other["id"], other["holds"])) if other is not None else {}
+    out = []
+    for i, r in table.iterrows():
+        elsewhere = there.get(r["id"])
+        if r["holds"] == "no" and elsewhere == "no":
+            out.append(f"no (also {other_label})")
+        elif r["holds"] == "no" and elsewhere == "yes":
+            out.append(f"no (holds {other_label})")
+        elif r["holds"] == "no" and scale[i]:
+            out.append("no (scale)")
+        elif r["holds"] == "yes" and elsewhere == "no":
+            out.append(f"yes (not {other_label})")
+        else:
+            out.append(str(r["holds"]))
+    return pd.Series(out, index=table.index)
+
+
+def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None, other: pd.DataFrame | None = None,
+                    other_label: str = "") -> str:
+    """claims.md: how the claims are checked, a count, and one table row per claim; with ``other``
+    (another experiment's claims.csv) each verdict says whether that experiment agrees (:func:`verdicts`)."""
+    counts = table["holds"].value_counts()
+    cells = verdicts(table, other, other_label)
+    no_at_scale = int((cells == "no (scale)").sum())
+    no_also = int(cells.str.startswith("no (also").sum())
     mapping = ""
     if roles:
         pairs = ", ".join(f"{display_name(m)} for {display_name(r)}" for m, r in roles.items() if m != r)
@@ -467,17 +496,21 @@ def claims_markdown(table: pd.DataFrame, roles: Mapping[str, str] | None = None)
         "- 'n/a': our results lack what the claim needs (e.g. a model or group not run).",
         "- 'no (scale)': the claim's number depends on the scale of the experiment (the paper's models, CIFAR-10,"
         " 200-epoch pretraining, a GPU); a smaller run is not expected to reproduce it, only the claims about"
-        " directions (more freezing saves more time, ...) are comparable across scales.",
-        "",
+        " directions (more freezing saves more time, ...) are comparable across scales"
+        + (f"; and no run {other_label} contradicts that (the claim is n/a there)." if other is not None else "."),
+        *([f"- Read against the claims {other_label}: 'no (also {other_label})' fails there too, so scale does not"
+           f" excuse it; 'no (holds {other_label})' holds there; 'yes (not {other_label})' fails there.", ""]
+          if other is not None else [""]),
         f"Holds: {int(counts.get('yes', 0))} yes, {int(counts.get('no', 0))} no ({no_at_scale} of them numbers that"
-        f" depend on scale), {int(counts.get('n/a', 0))} n/a of {len(table)} claims.",
+        f" depend on scale" + (f", {no_also} failing {other_label} too" if other is not None else "")
+        + f"), {int(counts.get('n/a', 0))} n/a of {len(table)} claims.",
         "",
         "| id | claim | source | paper | ours | tolerance | holds |",
         "|---|---|---|---|---|---|---|",
     ]
     for i, r in table.iterrows():
-        holds = f"{r['holds']} (scale)" if r["holds"] == "no" and scale[i] else r["holds"]
-        lines.append("| " + " | ".join([*(cell(r[c]) for c in ["id", "claim", "source", "paper", "ours", "tolerance"]), holds]) + " |")
+        lines.append("| " + " | ".join([*(cell(r[c]) for c in ["id", "claim", "source", "paper", "ours", "tolerance"]),
+                                        cell(cells[i])]) + " |")
     return "\n".join(lines) + "\n"
 
 
