@@ -553,7 +553,9 @@ def run_trial(trial: Any, ctx: StudyContext) -> float | tuple[float, float]:
     trace, made_trace = _trace_for(ctx, cfg, folder)
     trace_macs = float(trace["train_macs"]) if trace is not None else 0.0
     trace_seconds = float(trace["seconds"]) if trace is not None else 0.0
-    trial.set_user_attr("trace_made", bool(made_trace) or bool(trial.user_attrs.get("trace_made")))
+    # a re-run of a killed trial reads the trace the killed attempt made: the search paid for it once
+    made_trace = bool(made_trace) or bool(trial.user_attrs.get("trace_made"))
+    trial.set_user_attr("trace_made", made_trace)
     summary_out = folder / "summary.json"
     rows = _earlier_rows(summary_out, cfg)
     multi = cfg_tune.objective == "pareto"
@@ -846,7 +848,7 @@ def write_study_report(study: Any, cfg: TuneConfig, run_cfg: "RunConfig", study_
 
 def write_figures(study: Any, cfg: TuneConfig, study_dir: str | Path) -> list[str]:
     """The study's figures from Optuna's own matplotlib visualisation: the optimisation history
-    (the cost; only trials within the budget drawn as feasible by Optuna), the accuracy after
+    (the cost; Optuna draws the trials over the accuracy budget in grey), the accuracy after
     each step of every trial (intermediate values), the parameter importances (fANOVA; needs
     two finished trials that differ) and, for pareto, the front. PNG files; the names written."""
     import matplotlib
@@ -863,12 +865,15 @@ def write_figures(study: Any, cfg: TuneConfig, study_dir: str | Path) -> list[st
                    "pareto": f"training {name}"}[cfg.objective]
     target = (lambda t: t.values[0]) if cfg.objective == "pareto" else None
 
-    def save(stem: str, draw: Callable[[], Any]) -> None:
+    def save(stem: str, draw: Callable[[], Any], ylabel: str | None = None) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = draw()
-            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            first = ax.flat[0] if hasattr(ax, "flat") else ax
+            if ylabel:
+                first.set_ylabel(ylabel)
+            fig = first.figure
             fig.set_size_inches(6.4, 4.2)
             fig.tight_layout()
             from icepick.records import atomic_path
@@ -884,7 +889,7 @@ def write_figures(study: Any, cfg: TuneConfig, study_dir: str | Path) -> list[st
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     save("history", lambda: ovm.plot_optimization_history(study, target=target, target_name=target_name))
     if cfg.objective != "pareto":
-        save("intermediate", lambda: ovm.plot_intermediate_values(study))
+        save("intermediate", lambda: ovm.plot_intermediate_values(study), "test accuracy after the step (%)")
     if len(complete) >= 2:
         save("importances", lambda: ovm.plot_param_importances(study, target=target, target_name=target_name))
     if cfg.objective == "pareto":
