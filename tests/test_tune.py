@@ -253,6 +253,7 @@ def test_the_api_tunes_on_tensors(pretrained, tmp_path):
 @pytest.mark.parametrize("extra, figure", [
     (["--objective", "pareto", "--n-trials", "3"], "pareto.png"),
     (["--sampler", "grid", "--objective", "icepruning", "--n-trials", "2"], "history.png"),
+    (["--pruner", "threshold", "--cost", "time", "--n-trials", "2"], "intermediate.png"),
 ])
 def test_the_other_objectives_and_the_grid(pretrained, tmp_path, capsys, extra, figure):
     out = tmp_path / "s"
@@ -264,8 +265,12 @@ def test_the_other_objectives_and_the_grid(pretrained, tmp_path, capsys, extra, 
         for key, values in tuning.ICE_PRUNING_GRID.items():
             assert set(trials[key]) <= set(values)
         assert best["tune"]["objective"] == "icepruning"
-    else:
+    elif "pareto" in extra:
         assert best["best"]["front"] and all("final_acc" in point for point in best["best"]["front"])
+    else:  # the cost is the runs' seconds, the trace's included
+        assert best["tune"]["cost"] == "time" and best["tune"]["pruner"] == "threshold"
+        done = trials[trials["state"] == "COMPLETE"]
+        assert (done["cost"] == done["seconds"]).all()
 
 
 # ------------------------------------------------------------------ killed, and two workers
