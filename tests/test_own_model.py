@@ -162,3 +162,39 @@ def test_a_run_on_test_images_the_model_was_trained_on_refuses_to_start(tmp_path
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and "was trained on" in err and "test images of this data set" in err
     assert not (out / "s.json").exists()
+
+
+# ---------------------------------------------------------------- images at their own size, end to end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size, channels", [(64, 3), (28, 1)])
+def test_an_image_folder_at_its_own_size_goes_through_import_pretrain_run_and_compare(tmp_path, size, channels):
+    """A 64x64 RGB and a 28x28 grey folder: imported at their own size, a model pretrained on them
+    takes that shape, and a run and a comparison count MACs at it."""
+    from icepick.models import build_model
+    from icepick.pruning import count_macs
+
+    data = tmp_path / "data"
+    _run(["data", "import", "--source", "imagefolder", "--path", str(_image_folder(tmp_path / "images", size,
+                                                                                     channels)), "--out", str(data)])
+    model = tmp_path / "m.pt"
+    _run(["pretrain", "--model", "resnet20", "--data", str(data), "--out", str(model), "--epochs", "1",
+          "--batch-size", "8", "--epochs-csv", str(tmp_path / "e.csv"), "--summary", str(tmp_path / "s.json"),
+          "--device", "cpu"])
+    loaded, _ = load_model(model)
+    assert loaded.input_shape == (channels, size, size) and loaded.conv1.in_channels == channels
+    common = ["--max-steps", "2", "--max-batches", "2", "--batch-size", "8", "--device", "cpu"]
+    run = tmp_path / "run"
+    _run(["run", "--pretrained", str(model), "--data", str(data), "--steps-out", str(run / "steps.csv"),
+          "--summary-out", str(run / "summary.json"), "--model-out", str(run / "pruned.pt"), "--no-progress", *common])
+    summary = json.loads((run / "summary.json").read_text())
+    unpruned = build_model("resnet20", 3, input_shape=(channels, size, size))
+    assert summary["teacher_macs_per_sample"] == count_macs(unpruned)  # counted at the data's size
+    assert summary["provenance"]["data"]["image_shape"] == [channels, size, size]
+    augmentation = summary["provenance"]["data"]["augmentation"]["kind"]
+    assert augmentation == ("random_resized_crop" if size >= 64 else "pad_crop")
+    _run(["compare", "--pretrained", str(model), "--data", str(data), "--out", str(tmp_path / "cmp"), "--eta", "0.3",
+          "--no-progress", *common])
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["table"]
+    assert {row["method"] for row in table} >= {"icepick", "baseline"}
