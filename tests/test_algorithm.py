@@ -47,6 +47,52 @@ def pretrained(tmp_path_factory):
     return path, data_dir, data
 
 
+@pytest.fixture(scope="module")
+def teacher_labelled(pretrained, tmp_path_factory):
+    """A constructed case for the accuracy claims: ``pretrained`` with the BatchNorm statistics of
+    its training images, and the same images labelled with its own predictions, so that the
+    unpruned model is right on every image (acc_orig is 100% by construction), any prune that
+    changes its predictions costs accuracy, and fine-tuning, whose KD teacher is that very model
+    and whose labels agree with it, has all of it to win back. Returns ``(path, data_dir, data)``
+    as ``pretrained`` does.
+
+    The statistics are re-estimated on one epoch of the (augmented) training batches that
+    pretraining and fine-tuning see (a cumulative average; no weight changes), as a pretraining
+    that ends at a low rate leaves them: six epochs at lr 0.1 leave running statistics that lag
+    the weights, and then the train-mode passes of any fine-tuning move the unpruned model's
+    predictions too (31.5% -> 51% of the true labels here once re-estimated).
+    """
+    import dataclasses
+
+    from icepick.data import ExperimentData, eval_batches, train_batches
+    from icepick.evaluate import fold_batchnorm
+    from icepick.runtime import MEMORY_FORMAT
+
+    path, data_dir, data = pretrained
+    model, _ = load_model(path)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the pass
+    model.train()
+    with torch.no_grad():
+        for x, _ in train_batches(data.train, 64, seed=0):
+            model(x)
+    for bn in norms:
+        bn.momentum = 0.1
+    out = tmp_path_factory.mktemp("teacher_labelled") / "pretrained.pt"
+    save_model(model.eval(), out)
+    net = fold_batchnorm(model)  # the arithmetic of the run's own tests (a CPU's batch of 128)
+
+    def labelled(split):
+        with torch.inference_mode():
+            predicted = [net(x).argmax(dim=1) for x, _ in eval_batches(split, 128, MEMORY_FORMAT)]
+        return dataclasses.replace(split, labels=torch.cat(predicted))
+
+    test = labelled(data.test)
+    return out, data_dir, ExperimentData(labelled(data.train), test, test, data.info)
+
+
 def _run(pretrained, tmp_path, name="run", trace=None, **overrides):
     path, _, data = pretrained
     ft = FinetuneConfig(batch_size=64, early_halt=overrides.pop("early_halt", 0), max_batches=6)
@@ -57,12 +103,33 @@ def _run(pretrained, tmp_path, name="run", trace=None, **overrides):
     return summary, pd.read_csv(out / "steps.csv")
 
 
+def _theta_between_skips_and_a_fine_tuning(pretrained, tmp_path) -> tuple[float, int]:
+    """A threshold that skips the first ``k`` steps of a run and fine-tunes step ``k + 1``, by
+    construction: ``(theta, k)``.
+
+    A run that fine-tunes nothing (theta 100) records the decision split's correct-image count
+    after each prune. Until its first fine-tuning a run at any theta makes the same prunes and
+    the same counts, bit for bit (the same process, the same arithmetic), so theta half an image
+    below the drop of the first step whose count is under every earlier one's (``k + 1``, k >= 1)
+    skips the steps before it (each at least half an image under theta) and fine-tunes it. No
+    margin of the model's accuracies is involved: only that five prunes do not all leave at
+    least as many images right as the first one did (51 images fewer after the fifth here).
+    """
+    summary, steps = _run(pretrained, tmp_path, "untuned", theta=100.0)
+    assert not steps["finetuned"].any()
+    correct = steps["decision_correct"].astype(int).tolist()
+    k = next((i for i in range(1, len(correct)) if correct[i] < min(correct[:i])), None)
+    assert k is not None, f"no prune after the first lowered the count below every earlier one: {correct}"
+    return 100 * (summary["decision_correct_orig"] - correct[k] - 0.5) / summary["decision_samples"], k
+
+
 @pytest.mark.slow
 def test_fine_tunes_exactly_when_the_drop_reaches_theta(pretrained, tmp_path):
-    summary, steps = _run(pretrained, tmp_path, theta=1.5)
-    assert (steps["finetuned"] == (steps["drop"] >= 1.5)).all()
-    assert steps["finetuned"].any(), "some step should drop by >= theta on this model and data"
-    assert (~steps["finetuned"]).any(), "some step should stay under theta on this model and data"
+    theta, k = _theta_between_skips_and_a_fine_tuning(pretrained, tmp_path)
+    summary, steps = _run(pretrained, tmp_path, theta=theta)
+    assert steps["finetuned"].tolist()[:k + 1] == [False] * k + [True]  # skipped, then fine-tuned
+    # every drop is a whole number of images, half an image (0.13 points) from theta: no float tie
+    assert (steps["finetuned"] == (steps["drop"] >= theta)).all()
     skipped = steps[~steps["finetuned"]]
     assert (skipped["ft_batches"] == 0).all() and (skipped["lr"] == 0).all() and (skipped["train_macs"] == 0).all()
     assert (skipped["acc"] == skipped["acc_pruned"]).all()
@@ -85,13 +152,35 @@ def test_icepick_with_an_unreachable_threshold_fine_tunes_every_step(pretrained,
     assert (steps["lr"] <= 1e-3).all() and (steps["lr"] >= 2.5e-4).all()
 
 
+#: r of the accuracy test: at the default 0.4 a prune can cost so little that fine-tuning's own noise
+#: (augmented batches, SGD) outweighs it (one pretraining seed lost 15 images in its first fine-tuning)
+RECOVERY_RATIO = 0.7
+
+
 @pytest.mark.slow
-def test_accuracy_falls_with_pruning_and_recovers_with_fine_tuning(pretrained, tmp_path):
-    summary, steps = _run(pretrained, tmp_path, theta=-100.0)
-    before = [summary["acc_orig"], *steps["acc"].iloc[:-1]]  # the accuracy each prune starts from
-    falls = steps["acc_pruned"] < before
-    assert falls.mean() >= 0.8 and (before - steps["acc_pruned"]).mean() > 1.0  # pruning costs accuracy
-    assert (steps["acc_finetuned"] > steps["acc_pruned"]).mean() >= 0.5  # fine-tuning wins some back
+def test_accuracy_falls_with_pruning_and_recovers_with_fine_tuning(teacher_labelled, tmp_path):
+    """On the fixture's own labels which step loses or wins how many images is its model's luck, and
+    that model is another one on another CPU: trained at lr 0.1, float rounding (kernels, threads)
+    grows into other weights (31.5% right here, 29.4% with AVX2 kernels; 3 of 5 prunes lowered the
+    accuracy in either, not the same 3, where the old bound asked for 4, which SSE4.1 kernels met).
+    On labels the model gave itself every run starts from a known answer (``teacher_labelled``),
+    and each bound below is a third or less of the smallest value measured on the models of five
+    pretraining seeds and of three kernel sets (AVX-512, AVX2, SSE4.1): the comments' numbers, in
+    points."""
+    summary, steps = _run(teacher_labelled, tmp_path, "tuned", theta=-100.0, ratio=RECOVERY_RATIO)
+    untuned_summary, untuned = _run(teacher_labelled, tmp_path, "untuned", theta=100.0, ratio=RECOVERY_RATIO)
+    assert summary["acc_orig"] == untuned_summary["acc_orig"] == 100.0  # right on every image, by construction
+    assert steps["finetuned"].all() and not untuned["finetuned"].any()
+    before = pd.Series([100.0, *steps["acc"].iloc[:-1]])  # the accuracy each prune starts from
+    falls = before - steps["acc_pruned"]
+    gains = steps["acc_finetuned"] - steps["acc_pruned"]
+    # pruning costs accuracy: the first prune, all five with nothing in between, and each on average
+    assert falls.iloc[0] > 7.0  # measured 21.1 .. 73.2
+    assert 100.0 - untuned_summary["final_acc"] > 19.0  # measured 59.6 .. 88.5
+    assert falls.mean() > 4.0  # measured 13.1 .. 27.8
+    # fine-tuning wins some back: on average, and by the run's end
+    assert gains.mean() > 1.5  # measured 4.8 .. 14.7
+    assert summary["final_acc"] - untuned_summary["final_acc"] > 5.0  # measured 16.7 .. 51.6
 
 
 def test_a_drop_of_exactly_theta_fine_tunes_whatever_the_float_rounding():
@@ -278,10 +367,10 @@ def test_freezing_without_a_trace_is_an_error(pretrained, tmp_path):
 # ------------------------------------------------------------------ incremental evaluation
 
 TINY_STEPS = 3
-#: (method, decision split, theta per model): ICE-Pick with freezing (eta 0.5) at thresholds that
-#: mix skipped, fine-tuned and early-halted steps on these models and data (two-batch
-#: fine-tunings, a check after the first), the baseline, and ICE-Pick deciding on a held-out
-#: val split (one-batch fine-tunings)
+#: (method, decision split, theta per model): ICE-Pick with freezing (eta 0.5) at a threshold that
+#: mixes skipped, fine-tuned and early-halted steps (two-batch fine-tunings, a check after the
+#: first; the value here is the first one tried: :func:`_mixing_run`), the baseline, and ICE-Pick
+#: deciding on a held-out val split (one-batch fine-tunings)
 CACHE_CASES = {
     "icepick": ("icepick", "test", {"resnet20": 5.0, "mobilenetv2_w025": -1.0}),
     "baseline": ("baseline", "test", {"resnet20": 0.0, "mobilenetv2_w025": 0.0}),
@@ -355,6 +444,35 @@ def tiny(tmp_path_factory):
     return root, data, models, {}
 
 
+def _mixes(steps: pd.DataFrame) -> bool:
+    """Whether a run skipped a step and halted a fine-tuning early (so it also fine-tuned)."""
+    return bool((~steps["finetuned"]).any() and steps["halted_early"].any())
+
+
+def _mixing_run(run, first: float):
+    """``(theta, (summary, steps))``: the run ``run(theta)`` at the first threshold where it skips a
+    step and halts a fine-tuning early: ``first``, then each threshold half an image either side of
+    a drop that the run at theta 100 (no fine-tuning) records.
+
+    Which thresholds mix the paths is the tiny models' luck: on 128 images of probed models near
+    chance a step's drop is a few images, and a relative 1e-4 change of mobilenetv2_w025's weights
+    left its first threshold (-1.0) with no skipped step. The run is chosen, not assumed.
+    """
+    tried = [first]
+    result = run(first)
+    if _mixes(result[1]):
+        return first, result
+    summary, steps = run(100.0)
+    correct, n = summary["decision_correct_orig"], summary["decision_samples"]
+    drops = sorted({correct - int(c) for c in steps["decision_correct"]})
+    for theta in [100 * (drop + half) / n for drop in drops for half in (-0.5, 0.5)]:
+        tried.append(theta)
+        result = run(theta)
+        if _mixes(result[1]):
+            return theta, result
+    pytest.fail(f"no threshold of {[round(t, 3) for t in tried]} mixes skipped and early-halted steps")
+
+
 def _cache_runs(tiny, name: str, case: str):
     """The case's run with and without the evaluation cache: ((summary, steps), (summary, steps))."""
     root, data, models, done = tiny
@@ -363,16 +481,21 @@ def _cache_runs(tiny, name: str, case: str):
         path, trace = models[name]
         icepick, checks = method == "icepick", case == "icepick"  # early-halt checks in the first case only
         ft = FinetuneConfig(batch_size=32, max_batches=2 if checks else 1, early_halt=1 if checks else 0)
-        runs = []
-        for cache in (True, False):
+
+        def run(theta: float, cache: bool):
             cfg = RunConfig(method=method, lr_policy="icepick" if icepick else "fixed", eta=0.5 if icepick else 0.0,
-                            theta=thetas[name], decision_split=split, val_size=64, max_steps=TINY_STEPS,
+                            theta=theta, decision_split=split, val_size=64, max_steps=TINY_STEPS,
                             eval_batch_size=48, eval_cache=cache, finetune=ft)
-            out = root / f"{name}-{case}-{cache}"
+            out = root / f"{name}-{case}-{theta}-{cache}"
             summary = run_experiment(cfg, path, data[split], out / "steps.csv", out / "summary.json", out / "pruned.pt",
                                      trace=trace if icepick else None, show_progress=False)
-            runs.append((summary, pd.read_csv(out / "steps.csv")))
-        done[(name, case)] = tuple(runs)
+            return summary, pd.read_csv(out / "steps.csv")
+
+        if checks:
+            theta, full = _mixing_run(lambda t: run(t, False), thetas[name])
+        else:
+            theta, full = thetas[name], run(thetas[name], False)
+        done[(name, case)] = (run(theta, True), full)
     return done[(name, case)]
 
 

@@ -26,7 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 SPECS = ["torchvision:resnet18", "torchvision:vgg11_bn", "torchvision:mobilenet_v3_small"]
-RUN = "runs/icepick-icepick-r0.4-eta0.3-theta0/seed0"
+# The ablation's no-threshold run (theta -100): every step fine-tunes, by construction. One epoch on
+# 128 images leaves these models near chance (6-7 of 64 test images right), where a prune leaves the
+# count as it was or one image up: at theta 0 ("fine-tune unless it improved") every fine-tuning
+# came from a prune that left the count exactly as it was (resnet18 and vgg11_bn: 2 of 3 steps), and
+# one more image right after each would have left nothing trained for the freezing checks below.
+RUN = "runs/icepick-icepick-r0.4-eta0.3-theta-100/seed0"
 OVERLAY = f"""
 models: [{', '.join(SPECS)}]
 paper_role: {{}}
@@ -87,8 +92,7 @@ def test_the_workflow_takes_a_torchvision_model_through_ice_pick_with_freezing(w
     summary = json.loads((run / "summary.json").read_text())
     steps = pd.read_csv(run / "steps.csv")
     assert summary["model"] == spec and summary["n_steps"] == 3 and summary["n_frozen"] > 0
-    assert steps["finetuned"].tolist() == (steps["drop"] >= 0).tolist()  # theta 0: fine-tune unless it improved
-    assert steps["finetuned"].any()
+    assert summary["theta"] == -100 and steps["finetuned"].all()  # whatever each prune did to the accuracy
     assert steps["params"].is_monotonic_decreasing and summary["final_alpha"] < 1
     pretrained, _ = load_model(workflow_runs / "results" / model_slug(spec) / "pretrained.pt")
     pruned, _ = load_model(run / "pruned.pt")
