@@ -69,10 +69,54 @@ def test_bad_settings_are_named(settings, message):
         icepick.iterative_prune(build_model("resnet20"), (images, labels), (images, labels), **settings)
 
 
-def test_images_of_another_size_are_refused_with_what_to_do():
-    images = torch.zeros(8, 3, 28, 28, dtype=torch.uint8)
-    with pytest.raises(ValueError, match=r"images: \(8, 3, 28, 28\) is not \[N, 3, 32, 32\]; resize or crop"):
-        icepick.iterative_prune(build_model("resnet20"), (images, torch.zeros(8)), (images, torch.zeros(8)))
+def test_images_of_their_own_size_and_channels_go_through_the_same_run():
+    """Grey 28x28 images as NumPy's channel-last uint8 [N, H, W, 1], into a model built for them."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (48, 28, 28, 1), dtype=torch.uint8, generator=g).numpy()
+    labels = torch.randint(0, 10, (48,), generator=g).numpy()
+    model = build_model("resnet20", 10, input_shape=(1, 28, 28))
+    result = icepick.iterative_prune(model, (images[:32], labels[:32]), (images[32:], labels[32:]), device="cpu",
+                                     max_steps=1, batch_size=16)
+    assert result.model.input_shape == (1, 28, 28) and result.model.conv1.in_channels == 1
+    assert result.summary["provenance"]["data"]["image_shape"] == [1, 28, 28]
+    assert len(result.normalization["mean"]) == 1  # the data's own statistics, one per channel
+
+
+def test_a_cnn_built_for_32px_runs_on_64px_images_at_that_size():
+    images, labels = _tensors(40, 4)
+    big = torch.nn.functional.interpolate(images.float(), scale_factor=2).round().to(torch.uint8)
+    model = build_model("resnet20")  # made for 3x32x32: a CNN with a global pool takes any size
+    result = icepick.iterative_prune(model, (big[:24], labels[:24]), (big[24:], labels[24:]), device="cpu",
+                                     max_steps=1, batch_size=8)
+    assert result.model.input_shape == (3, 64, 64) and model.input_shape == (3, 32, 32)  # the input model untouched
+    assert result.summary["teacher_macs_per_sample"] == 4 * icepick.pruning.count_macs(model) - 3 * 640  # conv x4, linear
+
+
+def test_a_model_that_cannot_take_the_images_is_one_line():
+    images, labels = _tensors(16, 5)
+    with pytest.raises(ConfigError, match=r"^train: the model cannot classify the data's 3x32x32 images "
+                                          r"\(RuntimeError: .*\)$"):
+        icepick.iterative_prune(build_model("python:custom_cnn:grey_net", 10, input_shape=(1, 32, 32)),
+                                (images, labels), (images, labels), device="cpu")
+
+
+@pytest.mark.parametrize("scale, what", [(255.0, "0..255 floats"), (None, "normalised tensors")])
+def test_float_images_outside_0_1_are_refused_never_clamped(scale, what):
+    images, labels = _tensors(16, 6)
+    floats = images.float() * (scale / 255.0) if scale else (images.float() / 255 - 0.5) / 0.25
+    with pytest.raises(ValueError, match=r"images: float images must hold values in 0\.\.1 \(min .*, max .*\)"):
+        icepick.iterative_prune(build_model("resnet20"), (floats, labels), (images, labels), device="cpu")
+
+
+@pytest.mark.parametrize("normalize", [None, ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))])
+def test_the_normalisation_used_is_what_was_asked_and_is_returned(normalize):
+    images, labels = _tensors(24, 7)
+    result = icepick.iterative_prune(build_model("resnet20"), (images[:16], labels[:16]), (images[16:], labels[16:]),
+                                     device="cpu", max_steps=1, batch_size=8, normalize=normalize)
+    if normalize is None:
+        assert result.normalization is None
+    else:
+        assert result.normalization == {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
 def test_labels_beyond_the_models_classes_are_refused():
