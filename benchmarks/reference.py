@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MANIFEST, MARKER, Split, dataset_info
+from icepick.data import BASE_FOLDER, CIFAR10_MEAN, CIFAR10_STD, MANIFEST, MARKER, Split, dataset_info, load_split
 from icepick.data.manifest import read_manifest
 from icepick.pruning import conv_layers, prunable_blocks, prune_block
 from icepick.runtime import synchronize
@@ -76,11 +76,11 @@ class ArrayCIFAR10(Dataset):
 
 
 def _transforms(augment: bool, mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
-                flip: bool = True):
+                flip: bool = True, size: int = 32):
     """The authors' transform: (flip,) crop with padding 4, ToTensor, Normalize; no augmentation for a test set."""
     import torchvision.transforms as T
 
-    steps = (([T.RandomHorizontalFlip()] if flip else []) + [T.RandomCrop(32, padding=4)]) if augment else []
+    steps = (([T.RandomHorizontalFlip()] if flip else []) + [T.RandomCrop(size, padding=4)]) if augment else []
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
 
@@ -95,13 +95,21 @@ def _file_md5s(root: Path) -> dict[str, str] | None:
 def cifar10_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
     """torchvision's ``CIFAR10`` train and test sets under ``root`` with the authors' transforms.
 
-    The files must be there (``download=False``). torchvision checks every file's md5 against
+    A set in icepick's own array format (``.npy`` per split) is read with :func:`load_split`
+    into :class:`ArrayCIFAR10`, which renders torchvision's ``__getitem__`` over the same
+    images. For the pickled CIFAR layout the files must be there (``download=False``);
+    torchvision checks every file's md5 against
     the official list; for a set ``icepick.data.synth_cifar10`` generated or ``icepick data
     import`` wrote, against the md5s its marker or manifest records (the same check, other
     sums). Normalisation and flips are the data set's (:func:`icepick.data.dataset_info`).
     """
     from torchvision.datasets import CIFAR10
 
+    info = dataset_info(root)
+    if info.layout != "cifar-10-python":  # icepick's own array format: torchvision has no reader for it
+        train, test = load_split(root, "train"), load_split(root, "test")
+        return (ArrayCIFAR10(train, _transforms(True, info.mean, info.std, info.flip, train.images.shape[-1])),
+                ArrayCIFAR10(test, _transforms(False, info.mean, info.std)))
     cls = CIFAR10
     files = _file_md5s(Path(root))
     if files is not None:
@@ -110,7 +118,6 @@ def cifar10_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
             "test_list": [["test_batch", files["test_batch"]]],
             "meta": {**CIFAR10.meta, "md5": files[CIFAR10.meta["filename"]]},
         })
-    info = dataset_info(root)
     return (cls(str(root), train=True, transform=_transforms(True, info.mean, info.std, info.flip), download=False),
             cls(str(root), train=False, transform=_transforms(False, info.mean, info.std), download=False))
 
@@ -121,7 +128,8 @@ def train_loader(data: Split | Dataset, batch_size: int = 128, seed: int = 0) ->
     ``data``: a split (wrapped in :class:`ArrayCIFAR10` with the augmenting transforms) or a
     dataset that applies them itself (:func:`cifar10_datasets`).
     """
-    dataset = ArrayCIFAR10(data, _transforms(True, data.mean, data.std, data.flip)) if isinstance(data, Split) else data
+    dataset = (ArrayCIFAR10(data, _transforms(True, data.mean, data.std, data.flip, data.images.shape[-1]))
+               if isinstance(data, Split) else data)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0,
         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),

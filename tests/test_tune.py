@@ -277,12 +277,15 @@ def test_the_other_objectives_and_the_grid(pretrained, tmp_path, capsys, extra, 
 
 
 def _study_states(out: Path) -> dict[int, str]:
+    """Each trial's state; a running trial counts as RUNNING only once it has its setting and
+    folder (before that a kill would leave a trial with nothing to retry)."""
     storage = f"sqlite:///{out / 'study.db'}"
     try:
         s = optuna.load_study(study_name="icepick-tune", storage=storage)
     except Exception:  # noqa: BLE001 - not created yet
         return {}
-    return {t.number: t.state.name for t in s.get_trials(deepcopy=False)}
+    return {t.number: ("STARTING" if t.state.name == "RUNNING" and "folder" not in t.user_attrs else t.state.name)
+            for t in s.get_trials(deepcopy=False)}
 
 
 def _command(pretrained, out, *extra: str) -> list[str]:
