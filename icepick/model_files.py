@@ -72,13 +72,15 @@ def _check_meta(value: Any, where: str = "meta") -> None:
     raise ValueError(f"{where}: {type(value).__name__} is not plain data (None/bool/int/float/str/list/dict)")
 
 
-def image_hashes(images: torch.Tensor) -> np.ndarray:
+def image_hashes(images: Any) -> np.ndarray:
     """A 64-bit fingerprint of every image (blake2b of its bytes), sorted: what a model file keeps
-    of its training images, so that a run can tell whether a test image was among them."""
-    array = np.ascontiguousarray(images.detach().cpu().numpy())
-    flat = array.reshape(len(array), -1)
+    of its training images, so that a run can tell whether a test image was among them.
+    ``images``: a uint8 tensor, or a streamed split's images (read a chunk at a time)."""
+    from icepick.data.stream import cpu_chunks
+
     out = np.fromiter((int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
-                       for row in flat), dtype=np.int64, count=len(flat))
+                       for chunk in cpu_chunks(images) for row in np.ascontiguousarray(chunk).reshape(len(chunk), -1)),
+                      dtype=np.int64, count=len(images))
     out.sort()
     return out
 

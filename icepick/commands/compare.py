@@ -121,7 +121,8 @@ def _compare(args: argparse.Namespace) -> int:
     device = setup_device(args)
     torch.manual_seed(icepick_cfg.seed)
     data = load_experiment_data(args.data, device, icepick_cfg.decision_split, icepick_cfg.val_size,
-                                icepick_cfg.val_seed, _normalization(args.normalize, model))
+                                icepick_cfg.val_seed, _normalization(args.normalize, model),
+                                data_memory=args.data_memory)
     comparison = run_comparison(icepick_cfg, baseline_cfg, args.pretrained, data, out, device,
                                 show_progress=not args.no_progress, tuned=tuned)
     print(comparison)

@@ -104,6 +104,20 @@ def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -
     p.add_argument("--ratio", type=float, default=ratio, help="r: fraction of each pruned block's filters removed")
     p.add_argument("--decision-split", default=d.decision_split, help="test (paper) or val (held out of training)")
     p.add_argument("--val-size", type=int, default=d.val_size, help="images held out when --decision-split val")
+    p.add_argument("--data-memory", type=_memory_value, default=None,
+                   help="bytes of images to hold in memory (8G, 512M; 0 streams every split of an import); larger "
+                        "splits are read from disk a batch at a time (default: auto, a share of the memory, "
+                        "icepick.data.stream)")
+
+
+def _memory_value(text: str) -> int | None:
+    """--data-memory: bytes (8G, 512M, 0) or auto."""
+    from icepick.data.stream import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("data_memory: ")) from None
 
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
@@ -159,7 +173,7 @@ def _shift_setup(args: argparse.Namespace):
     device = setup_device(args)
     torch.manual_seed(args.seed)
     data = load_experiment_data(args.data, device, args.decision_split, args.val_size,
-                                normalization=_normalization(args.normalize, model))
+                                normalization=_normalization(args.normalize, model), data_memory=args.data_memory)
     model, _ = load_model(args.pretrained, device)
     check_classes(model, data.info, args.pretrained)
     teacher = load_teacher(args.pretrained, device)
@@ -236,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
     device = setup_device(args)
     torch.manual_seed(cfg.seed)
     data = load_experiment_data(args.data, device, cfg.decision_split, cfg.val_size, cfg.val_seed,
-                                _normalization(args.normalize, model))
+                                _normalization(args.normalize, model), data_memory=args.data_memory)
     summary = run_experiment(cfg, args.pretrained, data, args.steps_out, args.summary_out, args.model_out,
                              trace, device, show_progress=not args.no_progress)
     log.info("final accuracy %.2f%% after %d fine-tunings, %.1fs", summary["final_acc"],

@@ -164,7 +164,7 @@ def _setup(args: argparse.Namespace):
     device = setup_device(args)
     torch.manual_seed(run_cfg.seed)
     data = load_experiment_data(args.data, device, run_cfg.decision_split, run_cfg.val_size, run_cfg.val_seed,
-                                _normalization(args.normalize, model))
+                                _normalization(args.normalize, model), data_memory=args.data_memory)
     return run_cfg, device, data
 
 

@@ -11,7 +11,9 @@
 * **On the device** (:mod:`~icepick.data.split`): a :class:`Split` holds a whole split as uint8
   tensors with its normalisation, flip setting and augmentation (:mod:`~icepick.data.augment`:
   the CIFAR recipe below 64 pixels, a random resized crop above); :func:`train_batches`
-  shuffles and augments on the device; :func:`eval_batches` only normalises. An experiment's
+  shuffles and augments on the device; :func:`eval_batches` only normalises. A split larger
+  than the data memory cap stays on disk and is streamed (:mod:`~icepick.data.stream`), with
+  the same batches. An experiment's
   splits (train, test, decision) are an :class:`ExperimentData` (:mod:`~icepick.data.experiment`).
 
 Example::
@@ -62,10 +64,12 @@ from icepick.data.split import (
     load_split,
     normalize,
     num_train_batches,
+    split_bytes,
     split_validation,
     subset,
     train_batches,
 )
+from icepick.data.stream import DATA_MEMORY_SHARE, DiskImages, memory_cap, parse_memory, plan_storage
 from icepick.data.synth import SYNTH_DIFFICULTIES, is_synthetic, synth_cifar10
 
 __all__ = [
@@ -98,6 +102,12 @@ __all__ = [
     "is_synthetic",
     "Split",
     "load_split",
+    "split_bytes",
+    "DiskImages",
+    "DATA_MEMORY_SHARE",
+    "memory_cap",
+    "parse_memory",
+    "plan_storage",
     "split_validation",
     "subset",
     "train_batches",

@@ -3,6 +3,7 @@ threshold is decided on, on the device, with the data set's identity."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from torch import nn
 
 from icepick.config import ConfigError
 from icepick.data.manifest import DatasetInfo, dataset_info
-from icepick.data.split import Split, as_split, load_split, split_validation
+from icepick.data.split import Split, as_split, load_split, split_bytes, split_validation
+from icepick.data.stream import cpu_chunks, memory_cap, plan_storage
 
 __all__ = ["ExperimentData", "load_experiment_data", "in_memory_data", "check_classes", "resolve_normalization"]
 
@@ -43,9 +45,15 @@ def load_experiment_data(
     val_size: int = 5000,
     val_seed: int = 0,
     normalization: Any = "data",
+    data_memory: int | None = None,
 ) -> ExperimentData:
     """Load a data set; with decision_split 'val', decide on its stored validation split, or hold
     ``val_size`` images out of training when it has none.
+
+    ``data_memory``: bytes of images the experiment may hold in memory (None: a share of the
+    memory, :func:`icepick.data.stream.memory_cap`); the largest splits of an import are
+    streamed from disk until the rest fits (:func:`icepick.data.stream.plan_storage`), which
+    the data record says (``storage``, ``streamed``). The batches are the same either way.
 
     ``normalization``: 'data' (the data set's statistics), None (0..1 values, for a model that
     normalises its inputs itself) or ``{"mean": [...], "std": [...]}`` / ``(mean, std)``: what
@@ -53,12 +61,15 @@ def load_experiment_data(
     """
     info = dataset_info(data_dir)
     mean, std = resolve_normalization(normalization, info.mean, info.std, info.image_shape[0])
-    train = _normalized(load_split(data_dir, "train", device), mean, std)
-    test = _normalized(load_split(data_dir, "test", device), mean, std)
-    if decision_split == "val" and info.n_val:
-        val = _normalized(load_split(data_dir, "val", device), mean, std)
-        return ExperimentData(train, test, val, info)
-    return _with_decision_split(train, test, info, decision_split, val_size, val_seed)
+    names = ["train", "test"] + (["val"] if decision_split == "val" and info.n_val else [])
+    plan = plan_storage({name: split_bytes(info, name) for name in names}, memory_cap(device, data_memory),
+                        names if info.layout == "npy" else [])
+    streamed = tuple(name for name in names if plan[name] == "stream")
+    info = dataclasses.replace(info, storage="stream" if streamed else "memory", streamed=streamed)
+    splits = {name: _normalized(load_split(data_dir, name, device, plan[name]), mean, std) for name in names}
+    if "val" in splits:
+        return ExperimentData(splits["train"], splits["test"], splits["val"], info)
+    return _with_decision_split(splits["train"], splits["test"], info, decision_split, val_size, val_seed)
 
 
 def _normalized(split: Split, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> Split:
@@ -123,21 +134,24 @@ def in_memory_data(
     if isinstance(normalization, str) and normalization == "data":
         from icepick.data.manifest import channel_stats
 
-        data_mean, data_std = channel_stats(train_split.images.numpy())
+        data_mean, data_std = channel_stats(train_split.images if train_split.storage == "stream"
+                                            else train_split.images.cpu().numpy())
     else:
         data_mean = data_std = None
     mean, std = resolve_normalization(normalization, data_mean, data_std, train_split.image_shape[0])
     train_split, test_split = _normalized(train_split, mean, std), _normalized(test_split, mean, std)
     digest = hashlib.sha256()
-    for tensor in (train_split.images, train_split.labels, test_split.images, test_split.labels):
-        digest.update(tensor.cpu().numpy().tobytes())
+    for split in (train_split, test_split):
+        for chunk in cpu_chunks(split.images):  # the same bytes, in memory or streamed
+            digest.update(chunk.tobytes())
+        digest.update(split.labels.cpu().numpy().tobytes())
     top = int(max(train_split.labels.max(), test_split.labels.max()))
     if top >= num_classes or int(min(train_split.labels.min(), test_split.labels.min())) < 0:
         raise ConfigError(f"labels: they must lie in 0..{num_classes - 1} for a model with {num_classes} classes")
     info = DatasetInfo("in-memory", num_classes, tuple(str(c) for c in range(num_classes)), len(train_split),
                        len(test_split), flip, mean or (), std or (), digest.hexdigest(),
                        image_shape=train_split.image_shape, augmentation=train_split.augmentation or "pad_crop",
-                       layout="in-memory")
+                       layout="in-memory", storage="memory")
     return _with_decision_split(train_split.to(device), test_split.to(device), info, decision_split, val_size,
                                 val_seed)
 

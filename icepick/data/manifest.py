@@ -64,7 +64,9 @@ class DatasetInfo:
     that suits them (:mod:`icepick.data.augment`); ``mean``/``std``: one number per channel;
     ``n_val``: images of a validation split stored with the data set (0: none); ``digest``:
     sha256 of the data set's record (``manifest.json`` of an import, the marker of a generated
-    set, the official md5 list for a plain CIFAR-10 folder).
+    set, the official md5 list for a plain CIFAR-10 folder). ``storage``: how a run holds the
+    images, set by the loader (:mod:`icepick.data.stream`): 'memory', or 'stream' with the
+    ``streamed`` splits read from disk a batch at a time; None: not loaded.
     """
 
     source: str
@@ -80,32 +82,50 @@ class DatasetInfo:
     augmentation: str = "pad_crop"
     n_val: int = 0
     layout: str = "cifar-10-python"
+    storage: str | None = None
+    streamed: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
-        """The data set's identity for a run record: source, digest, classes, sizes, image shape, augmentation."""
+        """The data set's identity for a run record: source, digest, classes, sizes, image shape,
+        augmentation; and, once loaded, its storage ('memory', or 'stream' and the streamed splits)."""
         c, h, w = self.image_shape
-        return {"source": self.source, "digest": self.digest, "num_classes": self.num_classes,
-                "n_train": self.n_train, "n_test": self.n_test, "n_val": self.n_val,
-                "image_shape": list(self.image_shape), "augmentation": describe(self.augmentation, h, w, self.flip)}
+        out = {"source": self.source, "digest": self.digest, "num_classes": self.num_classes,
+               "n_train": self.n_train, "n_test": self.n_test, "n_val": self.n_val,
+               "image_shape": list(self.image_shape), "augmentation": describe(self.augmentation, h, w, self.flip)}
+        if self.storage is not None:
+            out["storage"] = self.storage
+            if self.streamed:
+                out["streamed"] = list(self.streamed)
+        return out
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images ``[N, C, H, W]``, on 0..1 values.
+def channel_stats(images: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images ``[N, C, H, W]``, on 0..1 values
+    (an array, memory-mapped or not, or a streamed split's :class:`~icepick.data.stream.DiskImages`,
+    read a chunk at a time).
 
     Exact (integer sums over each channel's histogram, population std), rounded to 6
     decimals: the same images give the same numbers on every machine. A channel that never
     varies (a constant one) gets the std of one grey level, 1/255, so that normalising it
     divides by something.
     """
-    images = np.asarray(images, dtype=np.uint8)
-    if images.ndim != 4 or len(images) == 0:
+    from icepick.data.stream import DiskImages, cpu_chunks
+
+    if isinstance(images, DiskImages):
+        chunks = cpu_chunks(images)
+    else:
+        images = np.asarray(images, dtype=np.uint8)
+        chunks = (images[start:start + 4096] for start in range(0, len(images), 4096))  # bounded memory
+    if len(images.shape) != 4 or len(images) == 0:
         raise ValueError(f"channel_stats: images must be uint8 [N, C, H, W] with N > 0, not {list(images.shape)}")
     values = np.arange(256, dtype=np.int64)
+    channels = int(images.shape[1])
+    histograms = np.zeros((channels, 256), dtype=np.int64)
+    for chunk in chunks:
+        for c in range(channels):
+            histograms[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
     means, stds = [], []
-    for c in range(images.shape[1]):
-        counts = np.zeros(256, dtype=np.int64)
-        for start in range(0, len(images), 4096):  # bounded memory on large sets
-            counts += np.bincount(images[start:start + 4096, c].ravel(), minlength=256)
+    for counts in histograms:
         n = int(counts.sum())
         s1 = int((counts * values).sum())
         s2 = int((counts * values * values).sum())

@@ -24,10 +24,12 @@ from icepick.data.layout import BASE_FOLDER, MANIFEST, TEST_FILES, TRAIN_FILES, 
 from icepick.data.manifest import verify_manifest
 from icepick.data.synth import check_synthetic, is_synthetic
 
-__all__ = ["read_split", "load_cifar10"]
+__all__ = ["read_split", "map_split", "load_cifar10"]
 
 
-def read_split(root: str | os.PathLike, split: str, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def read_split(
+    root: str | os.PathLike, split: str, download: bool = False, mmap: bool = False
+) -> tuple[torch.Tensor | np.ndarray, torch.Tensor]:
     """Read one split ('train', 'test', or 'val' where the data set stores one) of the data set under ``root``.
 
     Every file is checked before reading (see the module's docstring), and a failure names
@@ -39,8 +41,12 @@ def read_split(root: str | os.PathLike, split: str, download: bool = False) -> t
         download: try to download the real CIFAR-10 files when they are missing (a folder
             without manifest or marker only).
 
+        mmap: leave the images of an import on disk: they come back as the memory-mapped
+            uint8 array of their ``.npy`` file (:func:`map_split`); other layouts are read.
+
     Returns:
-        ``(images, labels)``: uint8 ``[N, C, H, W]`` and int64 ``[N]``, on the CPU.
+        ``(images, labels)``: uint8 ``[N, C, H, W]`` (a tensor, or with ``mmap`` a memory-mapped
+        array where the layout allows) and int64 ``[N]``, on the CPU.
     """
     root = Path(root)
     expected, num_classes, manifest = None, 10, None
@@ -59,8 +65,9 @@ def read_split(root: str | os.PathLike, split: str, download: bool = False) -> t
             fetch_cifar10(root)
         check_official(root)
     if manifest is not None and manifest.get("layout") == "npy":
-        images, labels = read_arrays(root, split, tuple(manifest["image_shape"]), num_classes)
-        images_t, labels_t = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.copy())
+        images, labels = read_arrays(root, split, tuple(manifest["image_shape"]), num_classes, mmap=mmap)
+        images_t = images if mmap else torch.from_numpy(np.ascontiguousarray(images))
+        labels_t = torch.from_numpy(labels.copy())
     else:
         if split == "val":
             raise FileNotFoundError(f"{root}: a CIFAR-10 folder has no val split")
@@ -78,6 +85,20 @@ def read_split(root: str | os.PathLike, split: str, download: bool = False) -> t
             f"{root}: {len(labels_t)} {split} images, but {root / MANIFEST} counts {expected}; import the data set again"
         )
     return images_t, labels_t
+
+
+def map_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`read_split` that leaves an import's images on disk: ``(images, labels)`` with the
+    images as the read-only memory map of their ``.npy`` file, after the same checks.
+
+    Raises:
+        ValueError: the data set is not stored as ``.npy`` files (CIFAR-10's python batches, a
+            generated set), which cannot be memory-mapped.
+    """
+    images, labels = read_split(root, split, mmap=True)
+    if isinstance(images, torch.Tensor):
+        raise ValueError(f"{root}: its {split} images are not stored as a .npy file and cannot be memory-mapped")
+    return images, labels
 
 
 def load_cifar10(root: str | os.PathLike, train: bool, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

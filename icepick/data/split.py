@@ -1,11 +1,15 @@
 """Splits on the device and their batches.
 
 A :class:`Split` holds a whole split as uint8 tensors on the training device (CIFAR-10 is
-180 MB as uint8), so no DataLoader, worker process or PIL image sits on the hot path, with
+180 MB as uint8), so no DataLoader, worker process or PIL image sits on the hot path, or,
+when the split is larger than the data memory cap (ImageNet at 224 is ~190 GB), leaves it
+on disk and streams it (:mod:`icepick.data.stream`: its ``images`` are then a
+:class:`~icepick.data.stream.DiskImages`, and batches are read ahead in background threads), with
 its data set's normalisation, the training augmentation that suits its images
 (:mod:`icepick.data.augment`) and whether horizontal flips suit them. Images have any size
 and channel count. :func:`train_batches` shuffles and augments on the device, vectorised over
-the batch, fully determined by a seed; :func:`eval_batches` only normalises.
+the batch, fully determined by a seed; :func:`eval_batches` only normalises. Both give the
+same batches, bit for bit, whether the split is in memory or streamed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,14 +26,16 @@ import torch
 from icepick.config import ConfigError, check_choice, check_int
 from icepick.data import augment
 from icepick.data.layout import CIFAR10_MEAN, CIFAR10_STD
-from icepick.data.manifest import channel_stats, dataset_info
-from icepick.data.reader import read_split
+from icepick.data.manifest import DatasetInfo, channel_stats, dataset_info
+from icepick.data.reader import map_split, read_split
+from icepick.data.stream import DiskImages, memory_cap, plan_storage, prefetched
 
 __all__ = [
     "as_split",
     "as_uint8_images",
     "Split",
     "load_split",
+    "split_bytes",
     "subset",
     "split_validation",
     "normalize",
@@ -44,6 +51,10 @@ Stats = tuple[float, ...] | None
 class Split:
     """A whole split on one device: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``.
 
+    ``images`` is a uint8 tensor (storage 'memory') or, for a split left on disk, a
+    :class:`~icepick.data.stream.DiskImages` delivering its batches to the device (storage
+    'stream'); the labels are always a tensor on that device.
+
     ``mean``/``std``: the per-channel normalisation the model expects (of 0..1 values; one
     number per channel; CIFAR-10's by default; None for both: the model sees 0..1 values,
     for a model that normalises its inputs itself). ``flip``: whether random horizontal flips
@@ -51,7 +62,7 @@ class Split:
     (:mod:`icepick.data.augment`); None picks the one that suits the image size.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | DiskImages
     labels: torch.Tensor
     mean: Stats = CIFAR10_MEAN
     std: Stats = CIFAR10_STD
@@ -82,6 +93,11 @@ class Split:
         return int(self.labels.shape[0])
 
     @property
+    def storage(self) -> str:
+        """'memory' (the images are a tensor on the device) or 'stream' (read from disk per batch)."""
+        return "stream" if isinstance(self.images, DiskImages) else "memory"
+
+    @property
     def device(self) -> torch.device:
         """The device the split lives on."""
         return self.images.device
@@ -98,7 +114,7 @@ class Split:
             return self
         return self.with_images(self.images.to(device), self.labels.to(device))
 
-    def with_images(self, images: torch.Tensor, labels: torch.Tensor) -> "Split":
+    def with_images(self, images: torch.Tensor | DiskImages, labels: torch.Tensor) -> "Split":
         """Other images and labels with this split's normalisation, flip setting and augmentation."""
         return Split(images, labels, self.mean, self.std, self.flip, self.augmentation)
 
@@ -239,21 +255,53 @@ def as_split(
 # ---------------------------------------------------------------- splits of a data set on disk
 
 
-def load_split(root: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> Split:
+def split_bytes(info: DatasetInfo, name: str) -> int:
+    """Bytes the images of split ``name`` take in memory (uint8), from the data set's record."""
+    count = {"train": info.n_train, "test": info.n_test, "val": info.n_val}[name]
+    return int(count) * int(np.prod(info.image_shape))
+
+
+def load_split(
+    root: str | os.PathLike,
+    name: str,
+    device: str | torch.device = "cpu",
+    storage: str = "auto",
+    data_memory: int | None = None,
+) -> Split:
     """Load the 'train', 'test' (or a stored 'val') split of the data set under ``root`` onto ``device``.
 
     Every file is checked first (:func:`icepick.data.reader.read_split`); the split carries the
     data set's normalisation, flip setting and augmentation (:func:`icepick.data.dataset_info`).
+
+    ``storage``: 'memory' (read whole onto the device), 'stream' (left on disk, read a batch
+    at a time; an import's ``.npy`` files only) or 'auto': streamed when its images are larger
+    than the cap (:func:`icepick.data.stream.memory_cap`: ``data_memory`` bytes, or a share of
+    the memory) and its files allow it.
     """
     check_choice("split", name, ("train", "val", "test"))
-    images, labels = read_split(root, name)
+    check_choice("storage", storage, ("auto", "memory", "stream"))
     info = dataset_info(root)
+    if storage == "auto":
+        storage = plan_storage({name: split_bytes(info, name)}, memory_cap(device, data_memory),
+                               [name] if info.layout == "npy" else [])[name]
+    if storage == "stream":
+        if info.layout != "npy":
+            raise ConfigError(f"data: {root} is stored as {info.layout} files, which cannot be streamed; import it "
+                              f"(icepick data import) to stream it, or hold it in memory")
+        array, labels = map_split(root, name)
+        from icepick.data.arrays import images_file
+
+        images: torch.Tensor | DiskImages = DiskImages(array, device, path=Path(root) / images_file(name))
+        return Split(images, labels.to(device), info.mean, info.std, info.flip, info.augmentation)
+    images, labels = read_split(root, name)
     return Split(images, labels, info.mean, info.std, info.flip, info.augmentation).to(device)
 
 
 def subset(split: Split, indices: torch.Tensor) -> Split:
-    """The samples of ``split`` at ``indices`` (in that order)."""
+    """The samples of ``split`` at ``indices`` (in that order); a streamed split's subset stays on disk."""
     indices = indices.to(split.device)
+    if isinstance(split.images, DiskImages):
+        return split.with_images(split.images.take(indices), split.labels[indices].contiguous())
     return split.with_images(split.images[indices].contiguous(), split.labels[indices].contiguous())
 
 
@@ -326,6 +374,10 @@ def train_batches(
     with probability 1/2 where the data set suits it); then normalisation with the split's
     statistics.
 
+    A streamed split (:mod:`icepick.data.stream`) gives the same batches: each batch's
+    images are gathered from disk in the same order (read ahead in the background) and the
+    same augmentation draws are applied to them on the device.
+
     Yields:
         float32 images ``[B, C, H, W]`` (in ``memory_format``) and int64 labels ``[B]``.
     """
@@ -339,10 +391,14 @@ def train_batches(
     order = torch.randperm(n, generator=gen, device=device)
     if augment:  # drawn for the whole epoch up front, so they do not depend on the batch size
         draws = aug.draw(split.augmentation, n, height, width, split.flip, gen, device)  # type: ignore[arg-type]
-    for b in range(num_train_batches(n, batch_size, drop_last)):
-        sl = slice(b * batch_size, (b + 1) * batch_size)
+    slices = [slice(b * batch_size, (b + 1) * batch_size) for b in range(num_train_batches(n, batch_size, drop_last))]
+    if isinstance(split.images, DiskImages):
+        host_order = order.cpu().numpy()
+        sources: Iterator[torch.Tensor] = prefetched(split.images, (host_order[sl] for sl in slices))
+    else:
+        sources = (split.images[order[sl]] for sl in slices)
+    for sl, images in zip(slices, sources):
         idx = order[sl]
-        images = split.images[idx]
         if augment:
             images = aug.apply(split.augmentation, images, {k: v[sl] for k, v in draws.items()})  # type: ignore[arg-type]
         yield normalize(images, memory_format, split.mean, split.std), split.labels[idx]
@@ -351,8 +407,13 @@ def train_batches(
 def eval_batches(
     split: Split, batch_size: int = 1000, memory_format: torch.memory_format = torch.contiguous_format
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The split in order, normalised with its statistics, without augmentation."""
+    """The split in order, normalised with its statistics, without augmentation (a streamed
+    split's batches read ahead from disk)."""
     check_int("batch_size", batch_size, 1)
-    for start in range(0, len(split), batch_size):
-        yield (normalize(split.images[start : start + batch_size], memory_format, split.mean, split.std),
-               split.labels[start : start + batch_size])
+    slices = [slice(start, start + batch_size) for start in range(0, len(split), batch_size)]
+    if isinstance(split.images, DiskImages):
+        sources: Iterator[torch.Tensor] = prefetched(split.images, slices)
+    else:
+        sources = (split.images[sl] for sl in slices)
+    for sl, images in zip(slices, sources):
+        yield normalize(images, memory_format, split.mean, split.std), split.labels[sl]
