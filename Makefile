@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[test,slurm,digits,tune]'
+	$(BIN)/python -m pip install -q -e '.[test,slurm,digits,tune,imagenet]'
 	touch $@
 
 # The suite CI runs: everything (kill-and-resume of the workflow and a real SLURM cluster

@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = "cifar10, cifar100, fashion-mnist, mnist, digits, imagefolder"  # icepick.data.SOURCES (not imported: torch)
+_SOURCES = "cifar10, cifar100, fashion-mnist, mnist, digits, imagefolder, imagenet, tinyimagenet"  # icepick.data.SOURCES (not imported: torch)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,20 +31,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"one of {_SOURCES}: the official CIFAR-10/CIFAR-100 (downloaded, or from --path), "
                           "Fashion-MNIST/MNIST (the four IDX files, from --path or downloaded), scikit-learn's 8x8 "
                           "digits (pip install 'icepick[digits]'), or --path with one sub-folder of images per "
-                          "class (or train/ and test/ folders of them, whose split is kept)")
+                          "class (or train/ and test/ folders of them, whose split is kept), or ImageNet-1k / "
+                          "Tiny-ImageNet in their official layouts (--path; validation images as the test split)")
     imp.add_argument("--path", type=Path, default=None,
                      help="imagefolder: the folder of class folders; cifar10/cifar100: a folder holding the "
                           "official folder or .tar.gz, or the .tar.gz; fashion-mnist/mnist: the folder holding the "
-                          "IDX files (e.g. /usr/share/datasets/fashion-mnist); downloaded when absent")
+                          "IDX files (e.g. /usr/share/datasets/fashion-mnist); downloaded when absent; imagenet: the "
+                          "folder holding train/<wnid>/ and val/ (class folders, or flat with ILSVRC2012_devkit_t12/); "
+                          "tinyimagenet: the tiny-imagenet-200 folder")
     imp.add_argument("--out", required=True, type=Path, help="data folder to write")
     imp.add_argument("--seed", type=seed_int, default=None,
-                     help="seed of the stratified train/test split (digits, imagefolder; default 0)")
+                     help="seed of the stratified train/test split (digits, imagefolder; default 0), or of the "
+                          "--train-fraction subset (imagenet, tinyimagenet; default 0)")
     imp.add_argument("--test-fraction", type=float, default=None,
                      help="share of each class held out for the test split (digits, imagefolder; default 0.2)")
+    imp.add_argument("--train-fraction", type=float, default=None,
+                     help="imagenet, tinyimagenet: keep this share of the training images, each class in proportion "
+                          "(0.1: the follow-up's fine-tuning set); default all")
+    imp.add_argument("--workers", type=int, default=None,
+                     help="imagenet, tinyimagenet: processes decoding the images (default: the CPUs, at most 8)")
     imp.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                      help="whether random horizontal flips suit the images (default: yes, but not for digits and mnist)")
     imp.add_argument("--size", type=int, default=None,
-                     help="make every image SIZExSIZE (default: the images' own size when they share one; digits: 32)")
+                     help="make every image SIZExSIZE (default: the images' own size when they share one; digits: 32; "
+                          "imagenet: 224; tinyimagenet: 64)")
     imp.add_argument("--channels", type=int, default=None, help="1 (grey) or 3 (RGB) (default: the images' own; digits: 3)")
     imp.add_argument("--fit", default=None,
                      help="how --size is reached: resize (shorter side to SIZE, centre crop; default) or pad (centred "
@@ -78,7 +88,8 @@ def _import(args: argparse.Namespace) -> int:
     from icepick.data.manifest import read_manifest
 
     info = import_dataset(args.source, args.out, args.path, seed=args.seed, test_fraction=args.test_fraction,
-                          flip=args.flip, size=args.size, channels=args.channels, fit=args.fit, force=args.force)
+                          flip=args.flip, size=args.size, channels=args.channels, fit=args.fit, force=args.force,
+                          train_fraction=args.train_fraction, workers=args.workers)
     transform = read_manifest(args.out)[0].get("transform")
     c, h, w = info.image_shape
     log.info("imported %s into %s: %d classes, %d train%s and %d test images of %dx%d, %d channel%s (images: %s); "

@@ -15,6 +15,11 @@ Sources:
   32x32 and made 3-channel by default, split by class (the ``digits`` extra).
 * ``imagefolder``: ``--path`` with one sub-folder of images per class, split by class; or with
   ``train/``, ``test/`` (and ``val/``) sub-folders of class folders, whose split is kept.
+* ``imagenet``, ``tinyimagenet``: ImageNet-1k (ILSVRC2012) and Tiny-ImageNet in their official
+  layouts (:mod:`icepick.data.imagenet`), RGB, at 224x224 and 64x64 by default; the validation
+  set is the test split. Written split by split into the ``.npy`` files with bounded memory,
+  decoded in ``workers`` processes; ``train_fraction`` keeps a seeded, stratified share of the
+  training images (``seed``, default 0).
 
 Images keep their own size and channels unless told otherwise: ``--size N`` makes them NxN
 (``--fit resize``: shorter side to N, centre crop, as torchvision's ``Resize(N)`` +
@@ -76,7 +81,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("cifar10", "cifar100", "fashion-mnist", "mnist", "digits", "imagefolder")
+SOURCES = ("cifar10", "cifar100", "fashion-mnist", "mnist", "digits", "imagefolder", "imagenet", "tinyimagenet")
+#: Sources read image by image into the .npy files (too large for memory).
+STREAMED = ("imagenet", "tinyimagenet")
 FITS = ("resize", "pad")
 
 CIFAR100_FOLDER = "cifar-100-python"
@@ -152,6 +159,7 @@ class _Images:
     transform: str
     split: dict[str, Any]
     copied: dict[str, str] = field(default_factory=dict)  # official files kept as they are (name: md5)
+    written: bool = False  # the .npy files are already in the staged folder (splits memory-mapped from them)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -725,20 +733,85 @@ def _imagefolder(path: Path, test_fraction: float | None, seed: int | None, shap
     return _Images(splits, classes, origin, text, split_record)
 
 
+def _streamed(source: str, path: Path, stage: Path, shape: _Shape, train_fraction: float | None, seed: int | None,
+              workers: int | None) -> _Images:
+    """ImageNet-1k or Tiny-ImageNet in the official layout, decoded split by split into ``stage``."""
+    from icepick.data import imagenet
+
+    listing_of = imagenet.imagenet_listing if source == "imagenet" else imagenet.tinyimagenet_listing
+    try:
+        listing = listing_of(path, _image_extensions())
+    except imagenet._SourceError as err:
+        raise DataSourceError(str(err)) from None
+    except ImportError as err:
+        raise MissingExtraError(f"{path / imagenet.META}: reading the ILSVRC2012 devkit needs scipy, which is not "
+                                f"installed: pip install 'icepick[imagenet]'") from err
+    size = shape.size or (imagenet.IMAGENET_SIZE if source == "imagenet" else imagenet.TINY_SIZE)
+    entries = dict(listing.splits)
+    split = _official_split()
+    split["test_from"] = f"the validation images ({listing.labels_from})"
+    if train_fraction is not None:
+        seed = DEFAULT_SPLIT_SEED if seed is None else seed
+        labels = np.asarray([label for _, label in entries["train"]], dtype=np.int64)
+        _check_class_sizes(labels, listing.classes, str(path / "train"))
+        keep = imagenet.train_subset(labels, len(listing.classes), train_fraction, seed)
+        entries["train"] = [entries["train"][i] for i in keep]
+        split.update({"train_fraction": train_fraction, "train_seed": seed, "train_images_of": len(labels)})
+    n_workers = workers or imagenet.default_workers()
+    splits = {}
+    for name, pairs in entries.items():
+        labels = imagenet.write_split(stage, name, pairs, size, n_workers, progress=log.isEnabledFor(logging.INFO),
+                                      on_error=DataSourceError)
+        images = np.load(stage / f"{name}_images.npy", mmap_mode="r")
+        splits[name] = (images, labels)
+    origin = {"path": str(path.resolve()), "images": sum(len(v) for v in listing.splits.values()),
+              "packages": _versions("pillow", "numpy")}
+    text = (f"RGB; resize the shorter side to {size} (bilinear, antialiased) and centre-crop {size}x{size} "
+            f"(images already {size}x{size} kept as they are)")
+    return _Images(splits, listing.classes, origin, text, split, written=True)
+
+
 # ---------------------------------------------------------------- the import
 
 
+def _streamed_options(source: str, path: Any, seed: int | None, train_fraction: float | None,
+                      channels: int | None, fit: str | None, workers: int | None) -> None:
+    """Options only ImageNet and Tiny-ImageNet take, and what they refuse."""
+    if source not in STREAMED:
+        for key, value in (("train_fraction", train_fraction), ("workers", workers)):
+            if value is not None:
+                raise ConfigError(f"{key}: --{key.replace('_', '-')} is for imagenet and tinyimagenet, not {source}")
+        return
+    if path is None:
+        where = "train/<wnid>/ and val/" if source == "imagenet" else "wnids.txt, train/ and val/"
+        raise ConfigError(f"path: --source {source} needs --path DIR, the folder holding {where} (no download)")
+    if train_fraction is not None:
+        check_range("train_fraction", train_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    elif seed is not None:
+        raise ConfigError(f"seed: {source} keeps its official split; --seed chooses the --train-fraction subset, give "
+                          f"that too")
+    if channels not in (None, 3):
+        raise ConfigError(f"channels: {source}'s images are RGB and its models take 3 channels; leave --channels out")
+    if fit not in (None, "resize"):
+        raise ConfigError(f"fit: {source}'s images are resized (shorter side) and centre-cropped; --fit {fit} is for "
+                          f"imagefolder and the grey sets")
+    if workers is not None:
+        check_int("workers", workers, 1)
+
+
 def _options(source: str, path: Any, seed: int | None, test_fraction: float | None, flip: bool | None,
-             size: int | None, channels: int | None, fit: str | None) -> tuple[Path | None, _Shape]:
+             size: int | None, channels: int | None, fit: str | None, train_fraction: float | None = None,
+             workers: int | None = None) -> tuple[Path | None, _Shape]:
     check_choice("source", source, SOURCES)
     if source == "imagefolder" and path is None:
         raise ConfigError("path: --source imagefolder needs --path DIR, a folder with one sub-folder of images per "
                           "class")
+    _streamed_options(source, path, seed, train_fraction, channels, fit, workers)
     if source == "digits" and path is not None:
         raise ConfigError("path: --source digits takes its images from scikit-learn; --path is for cifar10, "
                           "cifar100, fashion-mnist, mnist and imagefolder")
     if source not in ("digits", "imagefolder"):
-        for key, value in (("seed", seed), ("test_fraction", test_fraction)):
+        for key, value in (("seed", seed if source not in STREAMED else None), ("test_fraction", test_fraction)):
             if value is not None:
                 raise ConfigError(f"{key}: {source} has its official test split; --seed and --test-fraction are for "
                                   f"digits and imagefolder")
@@ -759,7 +832,7 @@ def _options(source: str, path: Any, seed: int | None, test_fraction: float | No
         _no_reshaping(source, shape)
         if fit is not None:
             raise ConfigError(f"fit: {source} keeps its official 32x32 RGB images; --fit is for resized images")
-    if fit is not None and size is None and source != "digits":  # digits: 32 by default
+    if fit is not None and size is None and source not in ("digits", *STREAMED):  # digits: 32 by default
         raise ConfigError(f"fit: --fit {fit} says how the images reach --size N; give --size too (without it "
                           f"they keep their own size)")
     return (None if path is None else Path(path)), shape
@@ -794,6 +867,8 @@ def import_dataset(
     fit: str | None = None,
     force: bool = False,
     official_md5: Mapping[str, str] | None = None,
+    train_fraction: float | None = None,
+    workers: int | None = None,
 ) -> DatasetInfo:
     """Import a labelled image set into ``out`` in the pipeline's on-disk format; return its info.
 
@@ -805,7 +880,8 @@ def import_dataset(
             holding the four IDX files (downloaded when None); imagefolder: the folder of class
             folders, or of train/ and test/ (and val/) folders of them (required); digits: None.
         seed, test_fraction: the stratified split of digits and of a folder of class folders
-            (default 0 and 0.2); the other sources keep their official split (must be None).
+            (default 0 and 0.2); the other sources keep their official split (must be None),
+            but imagenet and tinyimagenet take ``seed`` for their ``train_fraction`` subset.
         flip: whether random horizontal flips suit the images (default: yes, but not digits or mnist).
         size: make every image ``size`` x ``size`` (default: the images' own; digits: 32).
         channels: 1 (grey) or 3 (RGB) (default: the images' own; digits: 3).
@@ -817,14 +893,18 @@ def import_dataset(
             -> md5 of the 7 CIFAR-10 files; cifar100: ``train``, ``test``, ``meta``;
             fashion-mnist/mnist: the 4 IDX file names -> md5 of their uncompressed content);
             the official list by default.
+        train_fraction: imagenet, tinyimagenet: keep this share of the training images, each
+            class in proportion, chosen by ``seed`` (default 0); None keeps them all.
+        workers: imagenet, tinyimagenet: processes that decode the images (default: the CPUs,
+            at most 8; 1 decodes in this process).
 
     Returns:
         The imported data set's :class:`~icepick.data.DatasetInfo` (its digest: the sha256 of
         ``out/manifest.json``).
     """
-    path, shape = _options(source, path, seed, test_fraction, flip, size, channels, fit)
+    path, shape = _options(source, path, seed, test_fraction, flip, size, channels, fit, train_fraction, workers)
     flip_value = _default_flip(source) if flip is None else flip
-    options = {"size": size, "channels": channels, "fit": fit, "flip": flip}
+    options = {"size": size, "channels": channels, "fit": fit, "flip": flip, "train_fraction": train_fraction}
     out = Path(out)
     check_destination(out, source, force, "data import")
     table = dict(official_md5) if official_md5 is not None else None
@@ -845,6 +925,8 @@ def import_dataset(
             images = _cifar100(path, stage, table or CIFAR100_MD5)
         elif source in IDX_MD5:
             images = _idx(source, path, stage, table or IDX_MD5[source], shape)
+        elif source in STREAMED:
+            images = _streamed(source, path, stage, shape, train_fraction, seed, workers)  # type: ignore[arg-type]
         elif source == "digits":
             images = _digits(DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction,
                              DEFAULT_SPLIT_SEED if seed is None else seed, shape)
@@ -852,7 +934,7 @@ def import_dataset(
             images = _imagefolder(path, test_fraction, seed, shape)  # type: ignore[arg-type]
         for scratch in (".extract", ".download"):
             shutil.rmtree(stage / scratch, ignore_errors=True)
-        if not images.copied:
+        if not images.copied and not images.written:
             for split, (x, y) in images.splits.items():
                 write_arrays(stage, split, x, y)
         manifest = _manifest(source, images, flip_value, options, stage)
