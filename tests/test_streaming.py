@@ -315,3 +315,24 @@ def test_a_split_that_cannot_be_read_into_memory_under_a_limit_is_streamed_with_
     assert steps["stream"]["finetuned"].any()
     _same_records((steps["memory"], summaries["memory"]), (steps["stream"], summaries["stream"]),
                   (tmp_path / "memory" / "pruned.pt", tmp_path / "stream" / "pruned.pt"))
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def test_the_streaming_benchmark_measures_every_path_and_the_consumer(tmp_path):
+    if str(TESTS.parent) not in sys.path:  # the benchmarks package lives beside icepick/
+        sys.path.insert(0, str(TESTS.parent))
+    from benchmarks.streaming import main as benchmark
+
+    assert benchmark(["--sizes", "16", "--images", "300", "--batch-size", "64", "--batches", "2", "--repeats", "1",
+                      "--read-threads", "1,2", "--model", "resnet20", "--consumer-shape", "3x16x16",
+                      "--consumer-batch-size", "16", "--consumer-batches", "1", "--device", "cpu",
+                      "--workdir", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    figures = json.loads((tmp_path / "out" / "streaming.json").read_text())
+    rates = figures["sizes"]["16"]["images_per_s"]
+    assert set(rates) == {"read cold, 1 thread", "read warm, 1 thread", "read cold, 2 threads", "read warm, 2 threads",
+                          "stream (gather, augment, normalise)", "memory (augment, normalise)"}
+    assert all(r[clock]["min"] > 0 for r in rates.values() for clock in ("wall", "cpu"))
+    assert figures["consumer"]["images_per_s"]["wall"]["min"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the image files are gone
