@@ -143,6 +143,19 @@ def test_reading_ahead_keeps_the_order_whatever_the_threads_and_stopping_early_e
     assert threading.active_count() == before
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("which", ["small_set", "large_images"])
+def test_on_cuda_a_streamed_split_gives_the_in_memory_batches_bit_for_bit(request, which):
+    """Pinned host batches copied on a side stream, the augmentation on the GPU: the same bytes."""
+    root = request.getfixturevalue(which)
+    memory, stream = load_split(root, "train", "cuda", "memory"), load_split(root, "train", "cuda", "stream")
+    assert memory.images.is_cuda and stream.device.type == "cuda" and stream.storage == "stream"
+    _same_batches(train_batches(memory, 64, seed=7), train_batches(stream, 64, seed=7))
+    _same_batches(eval_batches(memory, 1000), eval_batches(stream, 1000))
+    batch = next(iter(train_batches(stream, 64, seed=7)))
+    assert batch[0].is_cuda and batch[1].is_cuda
+
+
 # ---------------------------------------------------------------- the choice
 
 
