@@ -50,7 +50,7 @@ from icepick.data.arrays import write_arrays
 from icepick.data.augment import default_augmentation, describe
 from icepick.data.manifest import FORMAT, write_manifest
 from icepick.data.stream import READ_THREADS, prefetched
-from icepick.runtime import synchronize
+from icepick.runtime import ensure_cpu_allocator, synchronize
 
 __all__ = ["main", "write_set", "drop_from_page_cache", "measure_size", "measure_consumer"]
 
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = setup(args)
+    ensure_cpu_allocator(device)  # as every run does on a CPU: large blocks reused, not mapped afresh
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(c) for c in args.images.split(",")]
     counts = counts * len(sizes) if len(counts) == 1 else counts

@@ -349,3 +349,15 @@ def test_the_streaming_benchmark_measures_every_path_and_the_consumer(tmp_path):
     assert all(r[clock]["min"] > 0 for r in rates.values() for clock in ("wall", "cpu"))
     assert figures["consumer"]["images_per_s"]["wall"]["min"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the image files are gone
+
+
+def test_reading_rows_out_of_range_is_an_index_error_and_negative_rows_count_from_the_end(small_set):
+    memory, stream = load_split(small_set, "train", "cpu", "memory"), load_split(small_set, "train", "cpu", "stream")
+    assert torch.equal(stream.images[torch.tensor([-1, 0, -640])], memory.images[torch.tensor([-1, 0, -640])])
+    part = subset(stream, torch.tensor([9, 8, 7]))
+    assert torch.equal(part.images.read(np.array([-1, 0])), memory.images[torch.tensor([7, 9])])
+    for bad in ([640], [-641]):
+        with pytest.raises(IndexError):
+            stream.images[torch.tensor(bad)]
+    with pytest.raises(IndexError):
+        part.images.read(np.array([3]))

@@ -186,10 +186,13 @@ class DiskImages:
                 np.copyto(out.numpy(), source)
                 return out
             index = np.arange(start, stop, step, dtype=np.int64)
-        rows = self.file_rows(index)
+        index = np.asarray(index, dtype=np.int64)
+        if len(index) and (int(index.min()) < -len(self) or int(index.max()) >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} images")
+        rows = self.file_rows(np.where(index < 0, index + len(self), index))
         out = torch.empty((len(rows), *self.array.shape[1:]), dtype=torch.uint8, pin_memory=pin)
-        if len(rows):
-            np.take(self.array, rows, axis=0, out=out.numpy())
+        if len(rows):  # in range (checked above): 'clip' copies straight into out, 'raise' through a buffer
+            np.take(self.array, rows, axis=0, out=out.numpy(), mode="clip")
         return out
 
     def __getitem__(self, index: slice | torch.Tensor | np.ndarray) -> torch.Tensor:
