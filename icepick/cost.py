@@ -85,7 +85,13 @@ OFFICIAL_DATA = {
     "cifar100": (50_000, 10_000, (3, 32, 32), 100),
     "fashion-mnist": (60_000, 10_000, (1, 28, 28), 10),
     "mnist": (60_000, 10_000, (1, 28, 28), 10),
+    # ILSVRC2012: 1,281,167 training and 50,000 validation images (the test split), at 224x224 by default
+    "imagenet": (1_281_167, 50_000, (3, 224, 224), 1000),
+    # Tiny-ImageNet: 500 training images per class and 10,000 labelled validation images, 64x64
+    "tinyimagenet": (100_000, 10_000, (3, 64, 64), 200),
 }
+#: Sources whose import can keep a share of the training images (data.train_fraction).
+_SUBSET_SOURCES = ("imagenet", "tinyimagenet")
 #: Sources whose images keep their official shape (data.size and data.channels do not apply).
 _FIXED_SHAPE = ("cifar10", "cifar100")
 DEFAULT_SHAPE = (3, 32, 32)
@@ -227,8 +233,9 @@ def _import_hint(data: Mapping[str, Any]) -> str:
 def data_facts(data: Mapping[str, Any]) -> DataFacts:
     """The images a configuration's ``data`` section trains and tests on.
 
-    CIFAR-10/100, Fashion-MNIST and MNIST: their official counts, at their own image shape or
-    ``data.size`` / ``data.channels`` (Fashion-MNIST and MNIST); the generated set:
+    CIFAR-10/100, Fashion-MNIST, MNIST, ImageNet-1k and Tiny-ImageNet: their official counts
+    (ImageNet's and Tiny-ImageNet's training images cut to ``data.train_fraction``), at their own
+    image shape or ``data.size`` / ``data.channels``; the generated set:
     ``synthetic_train`` / ``synthetic_test`` images of 3x32x32; digits and an image folder: what
     the import under ``data.root`` holds (its manifest), or one line saying how to import it.
     """
@@ -238,6 +245,10 @@ def data_facts(data: Mapping[str, Any]) -> DataFacts:
         if source not in _FIXED_SHAPE:
             c = int(data.get("channels") or c)
             h = w = int(data.get("size") or h)
+        if source in _SUBSET_SOURCES and data.get("train_fraction") is not None:
+            from icepick.data.imagenet import subset_size
+
+            n_train = subset_size(n_train, float(data["train_fraction"]))
         return DataFacts(source, n_train, n_test, 0, classes, (c, h, w))
     if source == "synthetic":
         return DataFacts(source, int(data["synthetic_train"]), int(data["synthetic_test"]), 0, 10, DEFAULT_SHAPE)
@@ -529,6 +540,8 @@ def _paper_count(spec: RunSpec, setup: _Setup, steps: int) -> float | None:
 
 
 def _pretrain_work(model: str, config: Mapping[str, Any], setup: _Setup) -> Work:
+    if model in (config.get("pretrained") or {}):  # its own weights: `pretrain --init WEIGHTS --epochs 0`
+        return Work()
     p = config["pretrain"]
     macs = _unpruned(model, setup.num_classes, setup.input_shape)
     n = int(p.get("n_train") or setup.pretrain_images or setup.n_train)

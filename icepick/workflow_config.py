@@ -52,6 +52,9 @@ PATH_SOURCES = {
                "download it",
     "cifar100": "the folder holding cifar-100-python/ or cifar-100-python.tar.gz (or the .tar.gz), or null to "
                 "download it",
+    "imagenet": "the ImageNet-1k folder holding train/<wnid>/ and val/ (class folders, or flat with "
+                "ILSVRC2012_devkit_t12/)",
+    "tinyimagenet": "the tiny-imagenet-200 folder (wnids.txt, train/, val/)",
 }
 
 

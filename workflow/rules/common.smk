@@ -175,9 +175,11 @@ def data_import_options():
     settings where the source takes them."""
     d = config["data"]
     stratified = d["source"] in ("digits", "imagefolder")
+    subset = d.get("train_fraction") if d["source"] in ("imagenet", "tinyimagenet") else None
     return _flags([
         ("--path", d["path"]),
-        ("--seed", d["split_seed"] if stratified else None),
+        ("--seed", d["split_seed"] if stratified or subset else None),
+        ("--train-fraction", subset),
         ("--test-fraction", d["test_fraction"] if stratified else None),
         ("--flip" if d["flip"] else "--no-flip", d["flip"] is not None),
         ("--size", d.get("size")),
@@ -193,6 +195,11 @@ def _check_data_config():
         raise ValueError(
             "data.path: source imagefolder needs the image folder (one sub-folder of images per class)"
         )
+    if d["source"] in ("imagenet", "tinyimagenet") and not d["path"]:
+        raise ValueError(f"data.path: source {d['source']} needs the folder of the official files (nothing is "
+                         f"downloaded): {workflow_config.PATH_SOURCES[d['source']]}")
+    if d.get("train_fraction") is not None and d["source"] not in ("imagenet", "tinyimagenet"):
+        raise ValueError(f"data.train_fraction: is for imagenet and tinyimagenet, not {d['source']}; set it to null")
     if d["source"] in ("digits", "synthetic") and d["path"]:
         raise ValueError(f"data.path: source {d['source']} takes no path; set data.path: null")
 
