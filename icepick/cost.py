@@ -316,9 +316,21 @@ def _layer_shapes(model: str, num_classes: int = 10, input_shape: Shape = DEFAUL
     return macs, shapes, kinds, model_widths(net)
 
 
-def _pruned_step_macs(model: str, ratio: float, steps: int, num_classes: int, input_shape: Shape
+#: Side of the images a torchvision model is pruned at when its MACs are counted for larger ones.
+COUNT_SIDE = 32
+
+
+@lru_cache(maxsize=None)
+def _layer_macs_at(model: str, num_classes: int, input_shape: Shape) -> dict[str, int]:
+    """The unpruned model's per-layer MACs per image of ``input_shape``."""
+    from icepick.models import build_model
+    from icepick.pruning import layer_macs
+
+    return layer_macs(build_model(model, num_classes, input_shape=input_shape))
+
+
+def _pruned_copy_macs(model: str, ratio: float, steps: int, num_classes: int, input_shape: Shape
                       ) -> tuple[dict[str, int], ...]:
-    """Per-layer MACs of a model outside the paper's families, measured on a copy pruned step by step."""
     from icepick.models import build_model
     from icepick.pruning import layer_macs, prunable_blocks, prune_block
 
@@ -328,6 +340,32 @@ def _pruned_step_macs(model: str, ratio: float, steps: int, num_classes: int, in
         prune_block(net, block, ratio)
         out.append(layer_macs(net))
     return tuple(out)
+
+
+def _pruned_step_macs(model: str, ratio: float, steps: int, num_classes: int, input_shape: Shape
+                      ) -> tuple[dict[str, int], ...]:
+    """Per-layer MACs of a model outside the paper's families, measured on a copy pruned step by step.
+
+    A torchvision model (built the same for any image size) is pruned at :data:`COUNT_SIDE`
+    pixels and each layer's MACs carried over to ``input_shape``: pruning changes channel counts
+    only, so a layer's MACs are its channel part times its spatial part, and the pruned layer's
+    MACs at ``input_shape`` are its MACs at the small size times the unpruned layer's ratio
+    between the two sizes (exact in integers). A step of Wide-ResNet-101-2 at 224 pixels costs
+    a 49th of the forward work this way. Where a layer has no output at the small size, the copy
+    is pruned at ``input_shape`` itself.
+    """
+    c, h, w = input_shape
+    if not model.startswith("torchvision:") or min(h, w) <= COUNT_SIDE:
+        return _pruned_copy_macs(model, ratio, steps, num_classes, input_shape)
+    small = (c, COUNT_SIDE, COUNT_SIDE)
+    try:
+        base, full = _layer_macs_at(model, num_classes, small), _layer_macs_at(model, num_classes, input_shape)
+    except RuntimeError:  # too small for the model (a pooling larger than its input)
+        return _pruned_copy_macs(model, ratio, steps, num_classes, input_shape)
+    if set(base) != set(full) or min(base.values(), default=0) <= 0:
+        return _pruned_copy_macs(model, ratio, steps, num_classes, input_shape)
+    pruned = _pruned_copy_macs(model, ratio, steps, num_classes, small)
+    return tuple({name: value * full[name] // base[name] for name, value in step.items()} for step in pruned)
 
 
 @lru_cache(maxsize=None)
