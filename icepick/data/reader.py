@@ -24,7 +24,7 @@ from icepick.data.layout import BASE_FOLDER, MANIFEST, TEST_FILES, TRAIN_FILES, 
 from icepick.data.manifest import verify_manifest
 from icepick.data.synth import check_synthetic, is_synthetic
 
-__all__ = ["read_split", "map_split", "load_cifar10"]
+__all__ = ["read_split", "load_cifar10"]
 
 
 def read_split(
@@ -41,8 +41,8 @@ def read_split(
         download: try to download the real CIFAR-10 files when they are missing (a folder
             without manifest or marker only).
 
-        mmap: leave the images of an import on disk: they come back as the memory-mapped
-            uint8 array of their ``.npy`` file (:func:`map_split`); other layouts are read.
+        mmap: leave the images of an import on disk: they come back as the read-only memory
+            map of their ``.npy`` file (checked as when read); other layouts are read.
 
     Returns:
         ``(images, labels)``: uint8 ``[N, C, H, W]`` (a tensor, or with ``mmap`` a memory-mapped
@@ -85,20 +85,6 @@ def read_split(
             f"{root}: {len(labels_t)} {split} images, but {root / MANIFEST} counts {expected}; import the data set again"
         )
     return images_t, labels_t
-
-
-def map_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, torch.Tensor]:
-    """:func:`read_split` that leaves an import's images on disk: ``(images, labels)`` with the
-    images as the read-only memory map of their ``.npy`` file, after the same checks.
-
-    Raises:
-        ValueError: the data set is not stored as ``.npy`` files (CIFAR-10's python batches, a
-            generated set), which cannot be memory-mapped.
-    """
-    images, labels = read_split(root, split, mmap=True)
-    if isinstance(images, torch.Tensor):
-        raise ValueError(f"{root}: its {split} images are not stored as a .npy file and cannot be memory-mapped")
-    return images, labels
 
 
 def load_cifar10(root: str | os.PathLike, train: bool, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from icepick.config import ConfigError, check_choice, check_int
 from icepick.data import augment
 from icepick.data.layout import CIFAR10_MEAN, CIFAR10_STD
 from icepick.data.manifest import DatasetInfo, channel_stats, dataset_info
-from icepick.data.reader import map_split, read_split
+from icepick.data.reader import read_split
 from icepick.data.stream import DiskImages, memory_cap, plan_storage, prefetched
 
 __all__ = [
@@ -280,21 +280,22 @@ def load_split(
     """
     check_choice("split", name, ("train", "val", "test"))
     check_choice("storage", storage, ("auto", "memory", "stream"))
+    images, labels = read_split(root, name, mmap=True)  # an import's .npy memory-mapped, other layouts read
     info = dataset_info(root)
-    if storage == "auto":
-        storage = plan_storage({name: split_bytes(info, name)}, memory_cap(device, data_memory),
-                               [name] if info.layout == "npy" else [])[name]
-    if storage == "stream":
-        if info.layout != "npy":
+    if not isinstance(images, np.ndarray):
+        if storage == "stream":
             raise ConfigError(f"data: {root} is stored as {info.layout} files, which cannot be streamed; import it "
                               f"(icepick data import) to stream it, or hold it in memory")
-        array, labels = map_split(root, name)
+        return Split(images, labels, info.mean, info.std, info.flip, info.augmentation).to(device)
+    if storage == "auto":
+        storage = plan_storage({name: int(images.nbytes)}, memory_cap(device, data_memory))[name]
+    if storage == "stream":
         from icepick.data.arrays import images_file
 
-        images: torch.Tensor | DiskImages = DiskImages(array, device, path=Path(root) / images_file(name))
-        return Split(images, labels.to(device), info.mean, info.std, info.flip, info.augmentation)
-    images, labels = read_split(root, name)
-    return Split(images, labels, info.mean, info.std, info.flip, info.augmentation).to(device)
+        disk = DiskImages(images, device, path=Path(root) / images_file(name))
+        return Split(disk, labels.to(device), info.mean, info.std, info.flip, info.augmentation)
+    return Split(torch.from_numpy(np.array(images)), labels, info.mean, info.std, info.flip,
+                 info.augmentation).to(device)
 
 
 def subset(split: Split, indices: torch.Tensor) -> Split:
