@@ -104,10 +104,12 @@ def _add_data_args(p: argparse.ArgumentParser, ratio: float = RunConfig.ratio) -
     p.add_argument("--ratio", type=float, default=ratio, help="r: fraction of each pruned block's filters removed")
     p.add_argument("--decision-split", default=d.decision_split, help="test (paper) or val (held out of training)")
     p.add_argument("--val-size", type=int, default=d.val_size, help="images held out when --decision-split val")
+    from icepick.data.stream import DATA_MEMORY_SHARE
+
     p.add_argument("--data-memory", type=_memory_value, default=None,
                    help="bytes of images to hold in memory (8G, 512M; 0 streams every split of an import); larger "
-                        "splits are read from disk a batch at a time (default: auto, a share of the memory, "
-                        "icepick.data.stream)")
+                        f"splits are read from disk a batch at a time (default: auto, {100 * DATA_MEMORY_SHARE:g}%% of the "
+                        "memory the images would live in: the host's, on a GPU the smaller of the GPU's and the host's)")
 
 
 def _memory_value(text: str) -> int | None:
