@@ -37,6 +37,7 @@ from torch import nn
 from icepick.config import ConfigError, check_choice, check_int, check_range
 from icepick.criteria import CRITERIA, DATA_CRITERIA, filter_scores
 from icepick.data import ExperimentData, check_classes, train_batches
+from icepick.distributed import SINGLE, Dist, barrier, broadcast_, is_main
 from icepick.evaluate import EvalPass, Evaluator, fold_batchnorm, percent
 from icepick.finetune import FinetuneConfig, finetune, finetune_batches, step_seed
 from icepick.freezing import (
@@ -217,11 +218,18 @@ def run_experiment(
     trace: dict[str, Any] | None = None,
     device: torch.device | None = None,
     show_progress: bool = True,
+    dist: Dist = SINGLE,
 ) -> dict[str, Any]:
     """Run one pruning experiment and write its records (steps CSV, summary JSON, pruned model).
 
     Resumes from ``<summary_out>.state.pt`` when a previous attempt with the same config left
     one. Returns the summary dict.
+
+    On several processes (``dist``: every rank calls this with the same arguments, each on its
+    own device) every rank prunes the same filters, fine-tunes on its slice of each global
+    batch and counts its shard of each evaluation, and the counts are summed, so all ranks take
+    the same decisions (:mod:`icepick.distributed`); rank 0 alone writes the records and the
+    state, which every rank reads to resume. Every rank returns the summary.
     """
     from tqdm import tqdm
 
@@ -250,7 +258,7 @@ def run_experiment(
 
     pretrained_digest = _file_digest(pretrained)
     state = _load_state(state_path, cfg, pretrained_digest, device)
-    evals = _Evaluators(cfg, data)
+    evals = _Evaluators(cfg, data, dist)
     if state is not None:
         model, meta = state
         rows: list[dict[str, Any]] = meta["rows"]
@@ -291,21 +299,25 @@ def run_experiment(
             step, n_steps, row["block"], row["acc_pruned"], row["drop"],
             "fine-tuned" if row["finetuned"] else "skipped", row["lr"], row["acc"], row["t_step"],
         )
-        save_model(model, state_path, {
-            "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained),
-            "pretrained_sha256": pretrained_digest, "rows": rows, "test_correct_orig": ref.test_correct,
-            "decision_correct_orig": ref.decision_correct, "elapsed": elapsed, "eval_cache": evals.state(),
-        })
+        if is_main(dist):
+            save_model(model, state_path, {
+                "kind": "run-state", "config": cfg.flat(), "pretrained": str(pretrained),
+                "pretrained_sha256": pretrained_digest, "rows": rows, "test_correct_orig": ref.test_correct,
+                "decision_correct_orig": ref.decision_correct, "elapsed": elapsed, "eval_cache": evals.state(),
+            })
         bar.update(1)
         bar.set_postfix(acc=f"{row['acc']:.2f}", ft=sum(r["finetuned"] for r in rows))
     bar.close()
 
     summary = _summary(cfg, rows, ref, data, trace, len(frozen), model, params_orig, teacher_macs, device)
     summary["warnings"] = warnings
-    save_model(model, model_out, {"kind": "pruned", "config": cfg.flat()})
-    write_csv(steps_out, rows, STEP_COLUMNS)
-    write_json(summary_out, summary)
-    state_path.unlink(missing_ok=True)
+    summary["distributed"] = dist.record()
+    if is_main(dist):
+        save_model(model, model_out, {"kind": "pruned", "config": cfg.flat()})
+        write_csv(steps_out, rows, STEP_COLUMNS)
+        write_json(summary_out, summary)
+        state_path.unlink(missing_ok=True)
+    barrier(dist)  # every rank returns once the records are written
     return summary
 
 
@@ -418,7 +430,7 @@ def _run_step(
     n_dec = len(data.decision)
     work = _EvalWork()
     clock = _Clock(device)
-    prune_block(model, block, cfg.ratio, scores=_filter_scores(cfg, model, data, block, step))
+    prune_block(model, block, cfg.ratio, scores=_filter_scores(cfg, model, data, block, step, evals.dist))
     apply_freezing(model, frozen)  # pruning made new parameters: freeze them again by name
     t_prune = clock.lap()
 
@@ -459,7 +471,8 @@ def _run_step(
 
         on_train = (lambda m: frozen_batchnorms_to_eval(m, frozen)) if cfg.freeze_bn_stats else None
         evals.invalidate()  # fine-tuning changes the layers before the next block
-        result = finetune(model, teacher, data.train, lr, ft_cfg, step_seed(cfg.seed, step), should_stop, on_train)
+        result = finetune(model, teacher, data.train, lr, ft_cfg, step_seed(cfg.seed, step), should_stop, on_train,
+                          dist=evals.dist)
         if not result.halted_early:
             evals.invalidate()
         eval_samples += len(checks) * n_dec
@@ -523,7 +536,7 @@ class _OneShot:
         elapsed = 0.0
         clock = _Clock(self.device)
         for step, block in enumerate(self.blocks, start=1):
-            prune_block(model, block, cfg.ratio, scores=_filter_scores(cfg, model, data, block, step))
+            prune_block(model, block, cfg.ratio, scores=_filter_scores(cfg, model, data, block, step, self.evals.dist))
             t_prune = clock.lap()
             params = count_params(model)
             elapsed += t_prune
@@ -565,7 +578,8 @@ class _OneShot:
                    disable=not show_progress)
         for epoch in range(progress["epochs"], epochs):
             clock = _Clock(self.device)
-            result = finetune(model, self.teacher, data.train, lr, self.ft_cfg, step_seed(cfg.seed, epochs + 1 + epoch))
+            result = finetune(model, self.teacher, data.train, lr, self.ft_cfg, step_seed(cfg.seed, epochs + 1 + epoch),
+                              dist=self.evals.dist)
             progress.update(epochs=epoch + 1, batches=progress["batches"] + result.batches,
                             samples=progress["samples"] + result.samples, seconds=progress["seconds"] + clock.lap())
             self._save(rows, progress)
@@ -594,6 +608,8 @@ class _OneShot:
         }
 
     def _save(self, rows: list[dict[str, Any]], progress: dict[str, Any]) -> None:
+        if not is_main(self.evals.dist):
+            return
         save_model(self.model, self.state_path, {
             "kind": "run-state", "config": self.cfg.flat(), "pretrained": str(self.pretrained),
             "pretrained_sha256": self.pretrained_digest, "rows": rows, "test_correct_orig": self.ref.test_correct,
@@ -602,11 +618,13 @@ class _OneShot:
         })
 
 
-def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block: str, step: int) -> torch.Tensor:
+def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block: str, step: int,
+                   dist: Dist = SINGLE) -> torch.Tensor:
     """The run's criterion on ``block``: data criteria read ``criterion_batches`` training batches
     (no augmentation, in the order of the step's seed); ``random`` draws from the step's seed.
     ``bn_scale`` first checks that every step of the run has a BatchNorm to read (ConfigError at
-    the first step, before anything is pruned, rather than a failure mid-run)."""
+    the first step, before anything is pruned, rather than a failure mid-run). On several
+    processes every rank computes them and takes rank 0's, so every rank prunes the same filters."""
     seed = step_seed(cfg.seed, step)
     batches = None
     if cfg.criterion in DATA_CRITERIA:
@@ -618,17 +636,22 @@ def _filter_scores(cfg: RunConfig, model: nn.Module, data: ExperimentData, block
         steps = [(name, pruned_layers(model, blk)[1]) for name, blk in prunable_blocks(model, cfg.coupled)]
         check_criterion(cfg.criterion, steps, str(getattr(model, "arch_name", type(model).__name__)))
     conv, bn = pruned_layers(model, model.get_submodule(block))
-    return filter_scores(model, conv, bn, cfg.criterion, seed, batches)
+    scores = filter_scores(model, conv, bn, cfg.criterion, seed, batches)
+    if dist.active:  # NCCL needs the tensor on this rank's GPU; the dtype stays (ties and order as computed)
+        device = next(model.parameters()).device
+        scores = broadcast_(scores.detach().to(device).contiguous(), dist).to(scores.device)
+    return scores
 
 
 class _Evaluators:
     """A run's evaluators: the test split's and the decision split's (the same one when the
     decision is made on the test split)."""
 
-    def __init__(self, cfg: RunConfig, data: ExperimentData) -> None:
-        self.test = Evaluator(data.test, cfg.eval_batch_size, cfg.eval_cache, "test")
+    def __init__(self, cfg: RunConfig, data: ExperimentData, dist: Dist = SINGLE) -> None:
+        self.dist = dist
+        self.test = Evaluator(data.test, cfg.eval_batch_size, cfg.eval_cache, "test", dist)
         self.decision = self.test if data.decision is data.test else Evaluator(
-            data.decision, cfg.eval_batch_size, cfg.eval_cache, "decision")
+            data.decision, cfg.eval_batch_size, cfg.eval_cache, "decision", dist)
 
     def invalidate(self) -> None:
         self.test.invalidate()

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from icepick.data import Split, eval_batches
+from icepick.distributed import SINGLE, Dist, all_reduce_sum, shard_bounds
 from icepick.models import has_forward_span
 from icepick.runtime import MEMORY_FORMAT, default_eval_batch_size, ensure_cpu_allocator, to_memory_format
 
@@ -248,9 +249,21 @@ class Evaluator:
     first stage is 16x32x32 floats per image: 0.66 GB for 10,000 images); otherwise the pass
     runs in full and says so once. Models without ``forward_span``
     (:func:`icepick.models.has_forward_span`), or ``cache=False``, always take the full pass.
+
+    On several processes (``dist``, :mod:`icepick.distributed`) each rank evaluates, and caches,
+    its contiguous shard of the split, and the correct-image counts are summed over the ranks:
+    every rank gets the split's count. ``samples`` and ``macs`` are then the whole split's.
     """
 
-    def __init__(self, split: Split, batch_size: int | None = None, cache: bool = True, name: str = "split") -> None:
+    def __init__(self, split: Split, batch_size: int | None = None, cache: bool = True, name: str = "split",
+                 dist: Dist = SINGLE) -> None:
+        self.total = len(split)
+        self.dist = dist
+        if dist.active:
+            from icepick.data import subset
+
+            lo, hi = shard_bounds(len(split), dist)
+            split = subset(split, torch.arange(lo, hi))
         self.split = split
         self.batch_size = batch_size or default_eval_batch_size(split.device)
         self.enabled = bool(cache)
@@ -299,7 +312,8 @@ class Evaluator:
                 correct += (logits.argmax(dim=1) == y).sum()
         if keep is not None:
             self._cache = _Cache(keep, kept, self.batch_size, model)
-        n = len(self.split)
+        correct = all_reduce_sum(correct, self.dist)  # every rank: the whole split's count
+        n = self.total
         macs = self._layer_macs(net)
         saved = macs_before(macs, start) if start is not None else 0
         return EvalPass(int(correct.item()), n, n * (sum(macs.values()) - saved), n * saved, start, keep)

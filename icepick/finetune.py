@@ -33,9 +33,10 @@ from torch import nn
 
 from icepick.config import ConfigError, check_choice, check_int, check_positive, check_range
 from icepick.data import Split, num_train_batches, train_batches
+from icepick.distributed import SINGLE, Dist, all_reduce_sum, parallel, shard_bounds
 from icepick.evaluate import fold_batchnorm, has_batchnorm
 from icepick.models import main_output
-from icepick.runtime import MEMORY_FORMAT, PRECISIONS, autocast, ensure_cpu_allocator, to_memory_format
+from icepick.runtime import MEMORY_FORMAT, PRECISIONS, autocast, ensure_cpu_allocator, grad_scaler, to_memory_format
 from icepick.schedule import one_cycle_factor
 
 __all__ = [
@@ -70,7 +71,7 @@ class FinetuneConfig:
     # authors' code). docs/method.md, "Decisions where the paper is silent".
     early_halt: float = 0.25
     max_batches: int = 0  # cap on batches per fine-tuning (0 = one full epoch); for quick runs
-    precision: str = "fp32"  # 'fp32' strict (the paper), 'tf32' or 'bf16' (icepick.runtime)
+    precision: str = "fp32"  # 'fp32' strict (the paper), 'tf32', 'bf16' or 'fp16' (loss-scaled; icepick.runtime)
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, 1)
@@ -143,6 +144,11 @@ class SGD:
         self.weight_decay = weight_decay
         self.buffers: list[torch.Tensor] | None = None
 
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The parameters as ``torch.optim`` lists them: what ``torch.amp.GradScaler`` unscales and checks."""
+        return [{"params": self.params}]
+
     @torch.no_grad()
     def step(self) -> None:
         """One update of every parameter that has a gradient (all of them, in fine-tuning)."""
@@ -203,6 +209,7 @@ def finetune(
     should_stop: Callable[[], bool] | None = None,
     on_train: Callable[[nn.Module], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    dist: Dist = SINGLE,
 ) -> FinetuneResult:
     """Fine-tune ``model`` for at most one epoch of ``train`` at learning rate ``lr``.
 
@@ -217,6 +224,14 @@ def finetune(
         should_stop: for the early halt; called every :func:`halt_interval` batches, True stops.
         on_train: called after ``model.train()`` (e.g. to keep frozen BNs in eval mode).
         progress: called with the number of batches done after each batch.
+        dist: a run on several processes (:mod:`icepick.distributed`): this rank trains on its
+            contiguous slice of each global batch of ``cfg.batch_size`` images, the student
+            wrapped in DistributedDataParallel with BatchNorm over the global batch; every rank
+            must call this with the same arguments. ``should_stop`` is called on every rank at
+            the same batch.
+
+    With ``cfg.precision`` 'fp16' the loss is scaled (``torch.amp.GradScaler``): a batch whose
+    scaled gradients overflow is skipped and the scale lowered, as the scaler does.
 
     Returns:
         A FinetuneResult. Raises FloatingPointError if the loss becomes NaN or infinite.
@@ -230,58 +245,85 @@ def finetune(
     if not params:
         return FinetuneResult(0, 0, False, float("nan"))
     optimizer = SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = grad_scaler(device, cfg.precision)
     was_training = model.training
-    model.train()
-    if on_train is not None:
-        on_train(model)
     batches, total = _batches(train, cfg, seed)
     interval = halt_interval(cfg.early_halt, total) if should_stop is not None else 0
     done = samples = 0
     loss_sum = torch.zeros((), device=device)
     losses: list[torch.Tensor] = []
     halted = False
-    try:
-        for x, y in batches:
-            if done >= total:
-                break
-            if cfg.lr_shape == "one_cycle":
-                optimizer.lr = lr * one_cycle_factor(done, total)
-            with autocast(device, cfg.precision):
-                teacher_logits = None
-                if teacher is not None and cfg.kd_weight:
-                    with torch.inference_mode():
-                        teacher_logits = teacher(x)
-                    teacher_logits = teacher_logits.clone()  # leave inference mode for autograd
-                logits = main_output(model(x))  # GoogLeNet, Inception: the main output, not the auxiliary ones
-                if teacher_logits is None:
-                    loss = F.cross_entropy(logits.float(), y)
-                else:
-                    loss = distillation_loss(
-                        logits.float(), teacher_logits.float(), y, cfg.kd_temperature, cfg.kd_weight
-                    )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            loss_sum += losses[-1]
-            done += 1
-            samples += y.shape[0]
-            if progress is not None:
-                progress(done)
-            if interval and done % interval == 0 and done < total:
-                _check_finite(loss_sum, done)
-                if should_stop():
-                    halted = True
+    with parallel(model, dist) as net:
+        net.train()
+        if on_train is not None:
+            on_train(model)
+        try:
+            for x, y in batches:
+                if done >= total:
                     break
-                model.train()
-                if on_train is not None:
-                    on_train(model)
-    finally:
-        optimizer.zero_grad()
-        model.train(was_training)
+                batch = y.shape[0]
+                if dist.active:  # this rank's slice of the global batch
+                    lo, hi = shard_bounds(batch, dist)
+                    x, y = x[lo:hi], y[lo:hi]
+                if cfg.lr_shape == "one_cycle":
+                    optimizer.lr = lr * one_cycle_factor(done, total)
+                with autocast(device, cfg.precision):
+                    loss = _loss(net, teacher, x, y, cfg)
+                if dist.active:  # this slice's share of the global batch's mean loss (DDP sums the ranks')
+                    loss = loss * (y.shape[0] / batch) if y.shape[0] else loss
+                optimizer.zero_grad()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+                    scaler.update()
+                losses.append(loss.detach())
+                loss_sum += losses[-1]
+                done += 1
+                samples += batch
+                if progress is not None:
+                    progress(done)
+                if interval and done % interval == 0 and done < total:
+                    _check_finite(_sum_over_ranks(loss_sum.clone(), dist), done)
+                    if should_stop():
+                        halted = True
+                        break
+                    net.train()
+                    if on_train is not None:
+                        on_train(model)
+        finally:
+            optimizer.zero_grad()
+            model.train(was_training)
+    loss_sum = _sum_over_ranks(loss_sum, dist)
     _check_finite(loss_sum, done)
-    history = tuple(torch.stack(losses).float().tolist()) if losses else ()
+    history = tuple(_sum_over_ranks(torch.stack(losses).float(), dist).tolist()) if losses else ()
     return FinetuneResult(done, samples, halted, (loss_sum / max(done, 1)).item(), history)
+
+
+def _loss(net: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+          cfg: FinetuneConfig) -> torch.Tensor:
+    """The batch's mean loss (cross-entropy, plus the KD term with a teacher); 0, with every
+    parameter in the graph, for an empty slice of a global batch."""
+    teacher_logits = None
+    if teacher is not None and cfg.kd_weight:
+        with torch.inference_mode():
+            teacher_logits = teacher(x)
+        teacher_logits = teacher_logits.clone()  # leave inference mode for autograd
+    logits = main_output(net(x))  # GoogLeNet, Inception: the main output, not the auxiliary ones
+    if y.shape[0] == 0:
+        return logits.float().sum() * 0.0
+    if teacher_logits is None:
+        return F.cross_entropy(logits.float(), y)
+    return distillation_loss(logits.float(), teacher_logits.float(), y, cfg.kd_temperature, cfg.kd_weight)
+
+
+def _sum_over_ranks(value: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """The sum over the ranks of their shares of the loss: the loss of the global batch."""
+    if not dist.active:
+        return value
+    return all_reduce_sum(value.float(), dist)
 
 
 def _check_finite(loss_sum: torch.Tensor, done: int) -> None:

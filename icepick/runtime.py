@@ -24,6 +24,7 @@ __all__ = [
     "configure_backends",
     "arithmetic",
     "autocast",
+    "grad_scaler",
     "to_memory_format",
     "keep_cpu_allocations",
     "ensure_cpu_allocator",
@@ -33,9 +34,14 @@ __all__ = [
 #: Arithmetic of training and evaluation. 'fp32' is strict IEEE fp32 (TF32 off): the paper's
 #: arithmetic, on an NVIDIA TITAN RTX (Turing, which has no TF32). 'tf32' lets convolutions and
 #: matmuls on Ampere and newer GPUs round their inputs to TF32 (10-bit mantissa); 'bf16' runs
-#: the forward passes under bfloat16 autocast (TF32 off for what stays in fp32). On a CPU
-#: 'fp32' and 'tf32' are the same.
-PRECISIONS = ("fp32", "tf32", "bf16")
+#: the forward passes under bfloat16 autocast (TF32 off for what stays in fp32); 'fp16' under
+#: float16 autocast, with the loss scaled so that small gradients do not underflow
+#: (:func:`grad_scaler`; float16 keeps 10 mantissa bits to bfloat16's 7, but its range is only
+#: 6e-8..65504). On a CPU 'fp32' and 'tf32' are the same; CPU autocast runs float16 too (slowly:
+#: for tests, not for speed).
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: Autocast dtype of each precision that autocasts.
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Memory format of models and batches on the hot path (fine-tuning, evaluation).
 #: channels_last (NHWC) lets oneDNN on CPUs and cuDNN on GPUs pick their fastest convolution
@@ -169,7 +175,20 @@ def arithmetic(precision: str) -> dict[str, Any]:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``precision='bf16'``, else a no-op context (fp32, tf32)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast on ``device`` for ``precision`` 'bf16' or 'fp16', else a no-op context (fp32, tf32)."""
+    dtype = _AUTOCAST.get(precision)
+    if dtype is not None:
+        return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
     return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str) -> "torch.amp.GradScaler | None":
+    """A loss scaler for ``precision='fp16'`` on ``device`` (``torch.amp.GradScaler``), else None.
+
+    Its scale starts at 2^16, halves when a batch's gradients overflow (that batch's update is
+    skipped) and doubles after 2,000 batches without overflow: torch's defaults. The other
+    precisions need none (bfloat16 has float32's range).
+    """
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)

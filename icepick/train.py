@@ -39,7 +39,8 @@ from icepick.data import Split, dataset_info, load_split, subset, train_batches
 from icepick.evaluate import accuracy
 from icepick.models import main_output
 from icepick.records import atomic_path, provenance, write_csv, write_json
-from icepick.runtime import PRECISIONS, autocast, configure_backends, resolve_device, set_threads, synchronize, to_memory_format
+from icepick.runtime import (PRECISIONS, autocast, configure_backends, grad_scaler, resolve_device, set_threads,
+                             synchronize, to_memory_format)
 
 __all__ = [
     "PretrainConfig",
@@ -100,7 +101,7 @@ class PretrainConfig:
     device: str = "auto"
     threads: int | None = None
     n_train: int | None = None  # train on a fixed random subset of this many images
-    precision: str = "fp32"  # 'fp32' strict (the paper), 'tf32' or 'bf16' (icepick.runtime)
+    precision: str = "fp32"  # 'fp32' strict (the paper), 'tf32', 'bf16' or 'fp16' (icepick.runtime)
     warmup: str = "auto"  # 'auto' (ResNets of >= 110 layers), 'on' or 'off'
     warmup_factor: float = 0.1  # warm-up rate / lr (He et al.: 0.01 / 0.1)
     warmup_error: float = 80.0  # percent: the warm-up ends once the training error is below it
@@ -268,6 +269,7 @@ def _train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     warm_batches = 0
+    scaler = grad_scaler(device, cfg.precision)  # fp16: loss scaling (None otherwise)
     for x, y in train_batches(train, cfg.batch_size, seed=seed, augment=True):
         warming = warmup is not None and warmup.active
         if lr is not None:
@@ -277,8 +279,13 @@ def _train_epoch(
             out = main_output(model(x))
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         loss_sum += loss.detach().double() * y.shape[0]
         hits = (out.detach().argmax(dim=1) == y).sum()
         correct += hits

@@ -135,7 +135,7 @@ def test_a_misspelt_key_is_one_line_with_the_nearest_valid_one(config, line):
          "experiments.fig3.ratios[1]: 1.5 is out of range; it must be a number > 0 and < 1"),
         ({"seeds": [0, 1.5]}, "seeds[1]: 1.5 (a number) is not allowed; it must be an integer >= 0"),
         ({"seeds": [0, 0]}, "seeds: [0, 0] lists 0 twice; give each once"),
-        ({"precision": "fp64"}, "precision: 'fp64' is not allowed; it must be one of fp32, tf32, bf16"),
+        ({"precision": "fp64"}, "precision: 'fp64' is not allowed; it must be one of fp32, tf32, bf16, fp16"),
         ({"device": "gpu"}, "device: 'gpu' is not allowed; it must be auto, cpu, cuda or cuda:N"),
         ({"eval_cache": "yes"}, "eval_cache: 'yes' (a string) is not allowed; it must be true or false"),
         ({"data": {"channels": True}}, "data.channels: true (a boolean) is not allowed; it must be one of 1, 3, null"),

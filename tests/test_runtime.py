@@ -63,3 +63,63 @@ def test_auto_picks_the_cpu_without_cuda_and_a_missing_gpu_is_a_config_error():
         resolve_device("cuda")
     with pytest.raises(ConfigError, match="not a device"):
         resolve_device("gpu0")
+
+
+# ---------------------------------------------------------------- fp16 with a gradient scaler
+
+
+def test_fp16_autocasts_to_float16_and_scales_the_loss_and_the_other_precisions_do_not():
+    """torch 2.14 runs float16 autocast on the CPU as well, so the fp16 path is the same here."""
+    from icepick.runtime import PRECISIONS, autocast, grad_scaler
+
+    assert "fp16" in PRECISIONS
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 8, 8)
+    for precision, dtype in (("fp32", torch.float32), ("tf32", torch.float32), ("bf16", torch.bfloat16),
+                             ("fp16", torch.float16)):
+        with autocast(torch.device("cpu"), precision):
+            assert conv(x).dtype == dtype, precision
+        assert (grad_scaler(torch.device("cpu"), precision) is None) == (precision != "fp16")
+    assert grad_scaler(torch.device("cpu"), "fp16").get_scale() == 2.0**16
+
+
+def test_the_scaler_skips_an_update_whose_gradients_overflow_and_lowers_its_scale():
+    """Our SGD under torch.amp.GradScaler: a finite step updates as plain SGD would (the scale
+    divided out again), an infinite gradient leaves the weights and halves the scale."""
+    from icepick.finetune import SGD
+    from icepick.runtime import grad_scaler
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = SGD([w], lr=0.1)
+    scaler = grad_scaler(torch.device("cpu"), "fp16")
+    scaler.scale((w * torch.tensor([3.0, 4.0])).sum()).backward()
+    assert torch.equal(w.grad, torch.tensor([3.0, 4.0]) * 2.0**16)
+    scaler.step(opt)
+    scaler.update()
+    assert torch.allclose(w.detach(), torch.tensor([1.0 - 0.3, -2.0 - 0.4]))
+    before = w.detach().clone()
+    opt.zero_grad()
+    scaler.scale((w * torch.tensor([float("inf"), 1.0])).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.equal(w.detach(), before) and scaler.get_scale() == 2.0**15
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_an_fp16_fine_tuning_trains_like_fp32_within_float16_rounding(
+        model_and_teacher, random_split):
+    from icepick.finetune import FinetuneConfig, finetune
+
+    split = random_split(48, seed=1)
+    results, weights = {}, {}
+    for precision in ("fp32", "fp16"):
+        model, teacher = model_and_teacher("resnet20")
+        cfg = FinetuneConfig(batch_size=16, early_halt=0, precision=precision)
+        results[precision] = finetune(model, teacher, split, 0.01, cfg, seed=0)
+        weights[precision] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    fp32, fp16 = results["fp32"], results["fp16"]
+    assert fp16.batches == fp32.batches == 3 and fp16.samples == fp32.samples
+    assert all(abs(a - b) < 0.02 * abs(b) for a, b in zip(fp16.losses, fp32.losses))
+    change = (weights["fp16"] - weights["fp32"]).abs().max() / weights["fp32"].abs().max()
+    assert 0 < change < 1e-2  # float16 rounds differently, but it trained the same way

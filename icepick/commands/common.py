@@ -50,7 +50,8 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (Snakemake's threads)")
     parser.add_argument("--precision", default="fp32",
                         help="fp32: strict fp32, the paper's arithmetic; tf32: TF32 convolutions and "
-                             "matmuls on Ampere and newer GPUs; bf16: bfloat16 autocast")
+                             "matmuls on Ampere and newer GPUs; bf16: bfloat16 autocast; fp16: float16 autocast with "
+                             "loss scaling (torch.amp.GradScaler)")
     parser.add_argument("--gpu-slots", type=_slots_int, default=None,
                         help="GPUs jobs on this machine share out, one each (default: $ICEPICK_GPU_SLOTS, "
                              "else every visible GPU); see icepick.devices")

@@ -14,10 +14,12 @@ from icepick.analysis import WeightShiftConfig, shift_trace, trace_record, weigh
 from icepick.commands.common import add_device_args, seed_int, setup_device
 from icepick.config import ConfigError
 from icepick.criteria import CRITERIA
+from icepick.distributed import Dist, backend_for, from_env, init, is_main, process_threads, rank_device, shutdown
 from icepick.finetune import FinetuneConfig
 from icepick.model_files import load_model
 from icepick.pruning import conv_layers
 from icepick.records import write_csv, write_json
+from icepick.runtime import configure_backends, resolve_device, set_threads
 
 __all__ = ["register"]
 
@@ -249,15 +251,33 @@ def _run(args: argparse.Namespace) -> int:
     model = _check_pretrained(args, Path(str(args.summary_out) + ".pretrained.pt"))
     if trace is not None and cfg.eta > 0:
         _check_trace_matches(trace, model, args.pretrained, args.trace)
-    device = setup_device(args)
+    dist = from_env()
+    device = _run_device(args, dist)
     torch.manual_seed(cfg.seed)
     data = load_experiment_data(args.data, device, cfg.decision_split, cfg.val_size, cfg.val_seed,
                                 _normalization(args.normalize, model), data_memory=args.data_memory)
     summary = run_experiment(cfg, args.pretrained, data, args.steps_out, args.summary_out, args.model_out,
-                             trace, device, show_progress=not args.no_progress)
+                             trace, device, show_progress=not args.no_progress and is_main(dist), dist=dist)
     log.info("final accuracy %.2f%% after %d fine-tunings, %.1fs", summary["final_acc"],
              summary["n_finetunes"], summary["total_seconds"])
+    shutdown(dist)  # not on an error: torchrun then stops the other processes
     return 0
+
+
+def _run_device(args: argparse.Namespace, dist: Dist) -> torch.device:
+    """The device of this process. One process: :func:`setup_device` (a GPU slot of this machine).
+    A process of ``torchrun`` (icepick.distributed): its node's share of ``--threads``, the GPU of
+    its local rank (or the CPU), the process group joined; other ranks log warnings only."""
+    if not dist.active:
+        return setup_device(args)
+    if not is_main(dist):
+        logging.getLogger("icepick").setLevel(logging.WARNING)
+    set_threads(process_threads(args.threads, dist))
+    device = resolve_device(rank_device(dist, args.device))
+    init(dist, device)
+    configure_backends(device, args.precision)
+    log.info("process %d of %d on %s (%s)", dist.rank, dist.world_size, device, backend_for(device))
+    return device
 
 
 def _check_pretrained(args: argparse.Namespace, converted: Path) -> torch.nn.Module:
