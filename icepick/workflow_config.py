@@ -13,6 +13,9 @@ instead of a job failing later with the reason only in its log.
   ``torchvision:<builder>`` that torchvision does not have (torchvision is imported only when
   such a model is configured).
 * :func:`path_errors`: ``data.path`` and the ``pretrained:`` weights files that do not exist.
+* :func:`run_launcher` and :func:`run_resources`: how a pruning run starts and what it asks
+  for with ``gpus_per_run`` and ``nodes_per_run`` (one process; ``torchrun`` on one node;
+  ``srun`` + ``torchrun``'s c10d rendezvous on several SLURM nodes).
 
 Example::
 
@@ -39,7 +42,8 @@ from typing import Any
 
 from icepick.grid import is_model_spec, is_weights_file
 
-__all__ = ["load_schema", "schema_errors", "model_errors", "path_errors", "exit_on_errors"]
+__all__ = ["load_schema", "schema_errors", "model_errors", "path_errors", "exit_on_errors", "run_launcher",
+           "run_resources", "RDZV_PORT"]
 
 _TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
                "null": "null", "array": "a list", "object": "a mapping"}
@@ -460,3 +464,62 @@ def _relative(path: str, base: Path) -> str:
 def _exists(path: str, base: Path) -> bool:
     p = Path(os.path.expanduser(path))
     return (p if p.is_absolute() else base / p).exists()
+
+
+# ---------------------------------------------------------------- runs on several GPUs
+
+#: The c10d rendezvous port of a run on several nodes: this plus the SLURM job id modulo 10,000
+#: (two jobs whose first node is the same node then take different ports).
+RDZV_PORT = 29500
+
+
+def run_launcher(gpus_per_run: int = 1, nodes_per_run: int = 1, tasks_per_node: int = 1) -> str:
+    """What starts ``-m icepick run`` (the shell text before it) for a run on ``gpus_per_run``
+    GPUs on each of ``nodes_per_run`` nodes.
+
+    One GPU: ``python`` (the command as it always was). Several GPUs on one node: ``torchrun
+    --standalone`` with one process per GPU. Several nodes (inside a SLURM job of that many
+    nodes): ``srun`` starts one ``torchrun`` per node (``tasks_per_node`` of them per node; more
+    than one only to try the rendezvous on one node), which meet at the c10d rendezvous on the
+    job's first node, port :data:`RDZV_PORT` + the job id modulo 10,000, rendezvous id the job id.
+
+    >>> run_launcher()
+    'python'
+    >>> run_launcher(4)
+    'torchrun --standalone --nnodes 1 --nproc-per-node 4'
+    """
+    for key, value in (("gpus_per_run", gpus_per_run), ("nodes_per_run", nodes_per_run),
+                       ("tasks_per_node", tasks_per_node)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}: {value!r} is out of range; it must be an integer >= 1")
+    if nodes_per_run == 1 and tasks_per_node == 1:
+        return "python" if gpus_per_run == 1 else f"torchrun --standalone --nnodes 1 --nproc-per-node {gpus_per_run}"
+    agents = nodes_per_run * tasks_per_node
+    # the job's first node, from squeue: snakemake's SLURM jobstep keeps SLURM_JOB_ID from the job's
+    # environment but not SLURM_JOB_NODELIST
+    head = '$(scontrol show hostnames "$(squeue -h -o %N -j "$SLURM_JOB_ID")" | head -n 1)'
+    port = f"$(({RDZV_PORT} + SLURM_JOB_ID % 10000))"
+    return (f"srun --nodes {nodes_per_run} --ntasks {agents} --ntasks-per-node {tasks_per_node} "
+            f"torchrun --nnodes {agents} --nproc-per-node {gpus_per_run} --rdzv-backend c10d "
+            f"--rdzv-endpoint {head}:{port} --rdzv-id $SLURM_JOB_ID")
+
+
+def run_resources(gpus_per_run: int = 1, nodes_per_run: int = 1) -> dict[str, Any]:
+    """The Snakemake resources of a run job: ``gpu`` (all its GPUs; snakemake-executor-plugin-slurm
+    asks for them with ``--gpus``), and for more than one ``nodes`` 1 (``--nodes=1``: SLURM could
+    otherwise spread ``--gpus`` over nodes, which ``torchrun --standalone`` does not reach). On several nodes, what the SLURM plugin needs for
+    one ``torchrun`` per node: ``nodes``, ``gres`` (GPUs per node), ``tasks`` (one per node) and
+    ``mpi`` (the job's command runs in the batch script and starts its tasks itself, with
+    :func:`run_launcher`'s ``srun``); ``tasks_per_gpu`` 0 keeps the plugin from turning ``tasks``
+    into ``--ntasks-per-gpu``.
+
+    >>> run_resources(1)
+    {'gpu': 1}
+    >>> run_resources(2)
+    {'gpu': 2, 'nodes': 1}
+    """
+    run_launcher(gpus_per_run, nodes_per_run)  # the same checks
+    if nodes_per_run == 1:
+        return {"gpu": gpus_per_run} if gpus_per_run == 1 else {"gpu": gpus_per_run, "nodes": 1}
+    return {"nodes": nodes_per_run, "gres": f"gpu:{gpus_per_run}", "tasks": nodes_per_run, "tasks_per_gpu": 0,
+            "mpi": "srun"}

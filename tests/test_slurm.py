@@ -128,3 +128,39 @@ def test_one_model_runs_through_the_slurm_executor(cluster, tmp_path):
             assert "gres/gpu=1" in tres, (rule, tres)
             assert (limit, mem) == EXPECTED_JOBS[rule], rule
             assert partition == "gpu"
+
+
+def test_a_run_across_nodes_meets_at_torchruns_rendezvous_under_srun(cluster, tmp_path):
+    """The launch line of a run on several nodes (config nodes_per_run, icepick.workflow_config.
+    run_launcher) in a SLURM job, on the one node there is: srun starts two torchrun agents (two
+    tasks on one node instead of one on each of two), which find the job's first node through
+    squeue and scontrol, meet at the c10d rendezvous there, and run one `icepick run` of two
+    processes (gloo on the CPU); rank 0 writes the records."""
+    import json
+
+    import torch
+
+    from icepick.data import synth_cifar10
+    from icepick.model_files import save_model
+    from icepick.models import build_model
+    from icepick.workflow_config import run_launcher
+
+    synth_cifar10(tmp_path / "data", n_train=64, n_test=32, seed=0)
+    torch.manual_seed(0)
+    save_model(build_model("resnet14"), tmp_path / "pretrained.pt")
+    out = tmp_path / "out"
+    command = (f"{run_launcher(1, 1, tasks_per_node=2)} -m icepick run --pretrained {tmp_path}/pretrained.pt "
+               f"--data {tmp_path}/data --device cpu --threads 1 --theta -100 --max-steps 2 --batch-size 16 "
+               f"--max-batches 2 --early-halt 0 --no-progress --steps-out {out}/steps.csv "
+               f"--summary-out {out}/summary.json --model-out {out}/pruned.pt")
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\nset -e\n{command}\n")
+    proc = subprocess.run(["sbatch", "--wait", "--parsable", "--nodes=1", "--ntasks=2", "--cpus-per-task=1",
+                           "--time=20", f"--output={tmp_path}/job.log", "--chdir", str(tmp_path), str(script)],
+                          env=cluster, capture_output=True, text=True, timeout=900)
+    log = (tmp_path / "job.log").read_text() if (tmp_path / "job.log").exists() else ""
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{log[-4000:]}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["distributed"] == {"world_size": 2, "batchnorm": "global", "backend": "gloo"}
+    assert summary["n_steps"] == 2 and summary["n_finetunes"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["pruned.pt", "steps.csv", "summary.json"]

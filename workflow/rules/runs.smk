@@ -1,6 +1,12 @@
 # The pruning experiments: the freeze trace (once per model, seed and ratio) and the runs, one
 # per model x configuration x seed, every setting in the path (a criterion other than the
-# paper's L1 as a suffix: rule run_criterion).
+# paper's L1 as a suffix: rule run_criterion). A run takes config gpus_per_run GPUs on each of
+# nodes_per_run nodes: `python` for one, torchrun (and srun across nodes) for more
+# (icepick.workflow_config.run_launcher; README "Several GPUs").
+
+# Braces doubled: Snakemake formats the shell command, and the launcher is shell text.
+RUN_LAUNCH = workflow_config.run_launcher(config["gpus_per_run"], config["nodes_per_run"]).replace("{", "{{").replace("}", "}}")
+RUN_RESOURCES = workflow_config.run_resources(config["gpus_per_run"], config["nodes_per_run"])
 
 
 rule trace:
@@ -47,11 +53,11 @@ rule run:
         device=device_options(),
     threads: THREADS
     resources:
-        gpu=1,
+        **RUN_RESOURCES,
     conda:
         "../../environment.yml"
     shell:
-        "python -m icepick run --pretrained {input.model} --model {params.model} --data {params.data} {params.trace}"
+        RUN_LAUNCH + " -m icepick run --pretrained {input.model} --model {params.model} --data {params.data} {params.trace}"
         " --method {wildcards.method} --lr-policy {wildcards.lr_policy} --ratio {wildcards.ratio}"
         " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
         " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
