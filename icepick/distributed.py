@@ -217,8 +217,8 @@ class _GlobalBatchNorm(torch.autograd.Function):
         xf = x.float()
         shift = running_mean.float() if running_mean is not None else xf.new_zeros(channels)
         d = xf - shift.view(1, -1, 1, 1)
-        local = torch.cat([d.sum((0, 2, 3)), (d * d).sum((0, 2, 3)),
-                           xf.new_full((1,), x.numel() // max(channels, 1))]).double()
+        count = torch.full((1,), float(x.numel() // max(channels, 1)), dtype=torch.float64, device=x.device)
+        local = torch.cat([d.sum((0, 2, 3)).double(), (d * d).sum((0, 2, 3)).double(), count])  # counts exact in fp64
         torch.distributed.all_reduce(local)
         n = local[-1].clamp(min=1.0)
         mean_d = local[:channels] / n
