@@ -319,10 +319,10 @@ def parallel(model: nn.Module, dist: Dist) -> Iterator[nn.Module]:
     """``model`` wrapped for one fine-tuning: DistributedDataParallel over :func:`global_batchnorm`.
 
     DDP sums the gradients of the parameters that train over the ranks (:func:`_sum_gradients`;
-    frozen ones have ``requires_grad`` False and are left out); ``static_graph`` lets a model with parameters that take no part in
-    the loss (an auxiliary head) train without DDP's per-step search for unused parameters, and
-    the buffers are broadcast from rank 0 before each forward pass, so every rank keeps the same
-    model. Yields ``model`` itself for one process.
+    frozen ones have ``requires_grad`` False and are left out); ``static_graph`` lets a model
+    with parameters that take no part in the loss (an auxiliary head) train without DDP's
+    per-step search for unused parameters; the buffers are broadcast from rank 0 before each
+    forward pass, so every rank keeps the same model. Yields ``model`` itself for one process.
     """
     if not dist.active:
         yield model
@@ -331,8 +331,10 @@ def parallel(model: nn.Module, dist: Dist) -> Iterator[nn.Module]:
 
     device = next(model.parameters()).device
     with global_batchnorm(model, dist):
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids, static_graph=True)  # buffers synced from rank 0 each forward
+        ids = None
+        if device.type == "cuda":
+            ids = [device.index if device.index is not None else torch.cuda.current_device()]
+        net = DistributedDataParallel(model, device_ids=ids, static_graph=True)  # buffers: rank 0's, each forward
         net.register_comm_hook(None, _sum_gradients)
         yield net
 
