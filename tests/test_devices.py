@@ -83,7 +83,11 @@ def _no_claim_yet(job: subprocess.Popen) -> bool:
 
 class GpuHolders(threading.Thread):
     """Every few milliseconds, how many processes hold a flock on each simulated GPU's lock
-    files, read from the kernel's own list (/proc/locks), so without touching the locks."""
+    files, read from the kernel's own list (/proc/locks), so without touching the locks.
+
+    A flock is exclusive, so a GPU's holders are its distinct held lock files (device and inode):
+    /proc/locks is read in pages while other processes take and drop locks, and a line can be
+    listed twice in one read."""
 
     def __init__(self, folder: Path):
         super().__init__(daemon=True)
@@ -94,18 +98,21 @@ class GpuHolders(threading.Thread):
             gpu_of = {}
             for path in self.folder.glob("sim-*.lock"):
                 try:
-                    gpu_of[path.stat().st_ino] = re.fullmatch(r"sim-(\w+?)(?:-slot\d+)?\.lock", path.name).group(1)
+                    st = path.stat()
                 except FileNotFoundError:
-                    pass
-            held = Counter()
+                    continue
+                key = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+                gpu_of[key] = re.fullmatch(r"sim-(\w+?)(?:-slot\d+)?\.lock", path.name).group(1)
+            held: dict[str, set] = {}
             for line in Path("/proc/locks").read_text().splitlines():
                 fields = line.split()
                 if len(fields) > 5 and fields[1] == "FLOCK":  # not '->' (a blocked request)
-                    inode = int(fields[5].rsplit(":", 1)[1])
-                    if inode in gpu_of:
-                        held[gpu_of[inode]] += 1
-            for gpu, n in held.items():
-                self.most[gpu] = max(self.most[gpu], n)
+                    major, minor, inode = fields[5].split(":")
+                    key = (int(major, 16), int(minor, 16), int(inode))
+                    if key in gpu_of:
+                        held.setdefault(gpu_of[key], set()).add(key)
+            for gpu, files in held.items():
+                self.most[gpu] = max(self.most[gpu], len(files))
             self.samples += 1
             time.sleep(0.005)
 
