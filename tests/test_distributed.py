@@ -40,6 +40,9 @@ EXACT = ["step", "block", "params", "alpha", "macs", "finetuned", "lr", "ft_batc
 #: Columns that hold correct counts or accuracies: within one image.
 COUNTS = ["decision_correct"]
 ACCURACIES = ["acc_pruned", "decision_acc", "acc_finetuned", "acc"]
+# One intra-op thread here and in each process: the pretrained model, and so the case the
+# decisions test needs (a skip, fine-tunings, an early halt), does not depend on the thread count.
+pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = dict(method="icepick", theta=2.0, eta=0.3, ratio=0.4, seed=1, max_steps=4, batch_size=30, max_batches=6,
            early_halt=2)
 
