@@ -50,8 +50,7 @@ def test_imagenet_is_the_follow_ups_setting():
     assert config["data"]["source"] == "imagenet" and config["data"]["train_fraction"] == 0.1
     assert config["data"]["size"] == 224
     assert config["experiments"]["fig3"]["ratios"] == [0.6, 0.7, 0.8]
-    if "gpus_per_run" in config:  # the multi-GPU key, where the schema has it
-        assert config["gpus_per_run"] >= 1
+    assert config["gpus_per_run"] == 8 and config["finetune"]["batch_size"] == 256  # 32 images per GPU
 
 
 def test_tinyimagenet_is_densenet121_at_64_pixels_on_200_classes():
@@ -85,7 +84,8 @@ def test_imagenet_configuration_plans_the_follow_ups_runs(tmp_path):
     assert counts["aggregate_group"] == 3  # fig3, table1, thresholds (no ablation, no criteria)
     assert "--source imagenet" in out and "--train-fraction 0.1" in out and "--seed 0" in out and "--size 224" in out
     assert "--init IMAGENET1K_V1 --epochs 0" in out  # torchvision's weights, no pretraining
-    assert "--precision bf16" in out or "bf16" in out
+    assert "--precision bf16" in out
+    assert "torchrun --standalone --nnodes 1 --nproc-per-node 8" in out  # each pruning run on 8 GPUs
 
 
 @pytest.mark.slow
