@@ -376,7 +376,7 @@ CLI_CASES = [
     # data import, and the data sets it writes
     ("import: unknown source", lambda f: ["data", "import", "--source", "mnsit", "--out", str(f["out"] / "d")],
      "icepick data: error: source: 'mnsit' is not allowed; choose one of 'cifar10', 'cifar100', 'fashion-mnist', "
-     "'mnist', 'digits', 'imagefolder'"),
+     "'mnist', 'digits', 'imagefolder', 'imagenet', 'tinyimagenet'"),
     ("import: imagefolder without --path", lambda f: ["data", "import", "--source", "imagefolder",
                                                       "--out", str(f["out"] / "d")],
      "icepick data: error: path: --source imagefolder needs --path DIR, a folder with one sub-folder of images "
