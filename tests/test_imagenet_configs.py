@@ -152,7 +152,7 @@ def test_cost_of_tinyimagenet_counts_64_pixel_images_of_200_classes(tmp_path, ca
     assert pretrain["train_macs"] > 0 and costs["seeds"] == 3
 
 
-@pytest.mark.slow
+@pytest.mark.e2e  # every step of WRN-101-2 / DenseNet-121 counted: tens of minutes on 2 cores (make test-all)
 @pytest.mark.parametrize("name", ["imagenet.yaml", "tinyimagenet.yaml"])
 def test_cost_runs_on_each_whole_configuration(tmp_path, capsys, name):
     out, costs = _cost(tmp_path, name, capsys)
