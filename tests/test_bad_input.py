@@ -695,7 +695,7 @@ WORKFLOW_CASES = [
     # the data section
     ("data source misspelt", "data: {source: cifar-10}\n",
      "data.source: 'cifar-10' is not allowed; it must be one of cifar10, cifar100, fashion-mnist, mnist, digits, "
-     "imagefolder, synthetic"),
+     "imagefolder, imagenet, tinyimagenet, synthetic"),
     ("image folder not given", "data: {source: imagefolder}\n",
      "data.path: source imagefolder needs the image folder (one sub-folder of images per class)"),
     ("test fraction 1", "data: {source: digits, test_fraction: 1}\n",

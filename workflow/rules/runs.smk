@@ -4,8 +4,8 @@
 # nodes_per_run nodes: `python` for one, torchrun (and srun across nodes) for more
 # (icepick.workflow_config.run_launcher; README "Several GPUs").
 
-# Braces doubled: Snakemake formats the shell command, and the launcher is shell text.
-RUN_LAUNCH = workflow_config.run_launcher(config["gpus_per_run"], config["nodes_per_run"]).replace("{", "{{").replace("}", "}}")
+# The launcher is a param: Snakemake inserts it as it is (its braces and $ are shell text).
+RUN_LAUNCH = workflow_config.run_launcher(config["gpus_per_run"], config["nodes_per_run"])
 RUN_RESOURCES = workflow_config.run_resources(config["gpus_per_run"], config["nodes_per_run"])
 
 
@@ -51,13 +51,14 @@ rule run:
         trace=trace_option,
         options=run_params,
         device=device_options(),
+        launch=RUN_LAUNCH,
     threads: THREADS
     resources:
         **RUN_RESOURCES,
     conda:
         "../../environment.yml"
     shell:
-        RUN_LAUNCH + " -m icepick run --pretrained {input.model} --model {params.model} --data {params.data} {params.trace}"
+        "{params.launch} -m icepick run --pretrained {input.model} --model {params.model} --data {params.data} {params.trace}"
         " --method {wildcards.method} --lr-policy {wildcards.lr_policy} --ratio {wildcards.ratio}"
         " --eta {wildcards.eta} --theta {wildcards.theta} --seed {wildcards.seed}"
         " --summary-out {output.summary} --steps-out {output.steps} --model-out {output.model}"
