@@ -36,7 +36,8 @@ added a search stage; this module is ours, on Optuna, with these choices:
   trial any worker starts fails it and re-queues it with its parameters
   (RetryHeartbeatStaleTrialCallback), and the re-run resumes the killed run from its last
   completed step (its folder and run state are kept). The number of trials is a total over
-  every worker (MaxTrialsCallback over finished trials).
+  every worker: a worker whose trial ends starts no other once the finished trials and those
+  running elsewhere make the total (:func:`study_in_hand`).
 - **Honest accounting**: :func:`search_cost` sums the training MACs and the times of every
   trial, pruned ones included; the tuned run's record adds it (as the follow-up reports).
 
@@ -654,6 +655,32 @@ def study_finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
+def study_in_hand(study: Any) -> int:
+    """Trials that count towards ``study``'s total or will: finished ones (COMPLETE, PRUNED) and
+    those running in some worker. A killed worker's trial is failed first (and re-queued) once
+    its heartbeat is stale, so it is not taken for one still running."""
+    import optuna
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
+
+
+def stop_at_total(total: int) -> Callable[[Any, Any], None]:
+    """The study callback that ends this worker's loop when the trials in hand make ``total``:
+    counting the trials other workers are running, not only the finished ones, is what keeps
+    N workers from finishing up to N-1 trials more than asked (two workers whose trials end in
+    the same instant can still both start one)."""
+
+    def callback(study: Any, trial: Any) -> None:
+        if study_in_hand(study) >= total:
+            study.stop()
+
+    return callback
+
+
 def run_study(ctx: StudyContext, *, stop_after: int | None = None) -> Any:
     """Run trials of the study in this process (one worker) until the study holds its total of
     finished trials (:attr:`TuneConfig.resolved_trials`, over every worker). Returns the study.
@@ -661,8 +688,6 @@ def run_study(ctx: StudyContext, *, stop_after: int | None = None) -> Any:
     ``stop_after``: this worker runs at most this many trials (tests; a share of a budget).
     """
     import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     acc_orig = None
     if ctx.tune.resolved_pruner() == "threshold":
@@ -693,7 +718,7 @@ def run_study(ctx: StudyContext, *, stop_after: int | None = None) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(lambda t: run_trial(t, ctx), n_trials=left, catch=(),
-                       callbacks=[MaxTrialsCallback(total, states=(TrialState.COMPLETE, TrialState.PRUNED)), tick])
+                       callbacks=[stop_at_total(total), tick])
     bar.close()
     return study
 
