@@ -335,12 +335,10 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(pretrained, tm
     assert best["search_cost"]["n_failed"] == 1 and best["search_cost"]["n_complete"] + best["search_cost"]["n_pruned"] == 4
 
 
-@pytest.mark.slow
 def test_a_worker_starts_no_trial_when_the_trials_running_elsewhere_make_the_total():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
-    elsewhere = [study.ask(), study.ask()]  # two trials running in other workers
-    assert all(t.number in (0, 1) for t in elsewhere)
+    study.ask(), study.ask()  # two trials running in other workers
     study.optimize(lambda t: 0.0, n_trials=10, callbacks=[tuning.stop_at_total(3)])
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1  # 1 finished + 2 running = 3
     alone = optuna.create_study()
@@ -348,6 +346,7 @@ def test_a_worker_starts_no_trial_when_the_trials_running_elsewhere_make_the_tot
     assert len(alone.trials) == 3
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_one_sqlite_study(pretrained, tmp_path):
     out = tmp_path / "s"
     extra = ("--n-trials", "4", "--no-figures")
