@@ -539,7 +539,7 @@ def run_trial(trial: Any, ctx: StudyContext) -> float | tuple[float, float]:
     the constraint, what the trial cost the search)."""
     import optuna
 
-    from icepick.algorithm import run_experiment
+    from icepick.algorithm import STEP_COLUMNS, run_experiment
     from icepick.records import write_csv, write_json
 
     cfg_tune = ctx.tune
@@ -585,7 +585,7 @@ def run_trial(trial: Any, ctx: StudyContext) -> float | tuple[float, float]:
         _record_pruned(trial, folder, rows, trace_macs, trace_seconds, made_trace, time.perf_counter() - started,
                        cost_kind, cfg_tune)
         summary_out.with_name(summary_out.name + ".state.pt").unlink(missing_ok=True)
-        write_csv(folder / "steps.csv", rows)
+        write_csv(folder / "steps.csv", rows, STEP_COLUMNS)
         raise
     drop = float(summary["acc_orig"]) - float(summary["final_acc"])
     cost = _cost(summary, cost_kind)

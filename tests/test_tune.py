@@ -135,6 +135,30 @@ def test_the_step_observer_sees_every_step_and_restores_the_step_function():
     assert algorithm._run_step is original
 
 
+def test_a_trial_the_pruner_stops_keeps_its_steps_and_its_cost(pretrained, tmp_path):
+    """Optuna's pruner stops a hopeless trial after its first step: the trial is PRUNED, never
+    the answer, and its steps and cost stay on disk for the search's accounting."""
+    from icepick.algorithm import RunConfig
+    from icepick.data import load_experiment_data
+    from icepick.finetune import FinetuneConfig
+
+    pre, data_dir = pretrained
+    data = tuning.subset_data(load_experiment_data(data_dir, torch.device("cpu")), 0.5, 0)
+    run = RunConfig(ratio=0.4, max_steps=2, finetune=FinetuneConfig(batch_size=32, max_batches=1))
+    ctx = tuning.StudyContext(tuning.TuneConfig(n_trials=1), run, pre, data, torch.device("cpu"), tmp_path)
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=101.0))  # no accuracy reaches it
+    study.optimize(lambda t: tuning.run_trial(t, ctx), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["pruned_at_step"] == 1
+    folder = tmp_path / "trials" / trial.user_attrs["folder"]
+    steps = pd.read_csv(folder / "steps.csv")
+    assert list(steps["step"]) == [1]
+    record, attrs = json.loads((folder / "pruned.json").read_text()), trial.user_attrs
+    assert record["train_macs"] == attrs["cost"] == attrs["search_train_macs"] > 0  # the trace it made counts
+    assert attrs["cost"] >= float(steps["train_macs"].sum())
+    assert not (folder / "summary.json.state.pt").exists()
+
+
 # ------------------------------------------------------------------ a study through the CLI
 
 
