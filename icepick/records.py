@@ -163,6 +163,19 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo on Linux, else the platform's answer): the same
+    command gives other float results on another processor family, so records name it."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: Any = None, precision: str = "fp32", data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions, device (and the GPU slot the job holds, if any), the arithmetic in force, the
     data set's identity (``icepick.data.dataset_info(...).record()``), git commit, host and time."""
@@ -183,6 +196,7 @@ def provenance(device: Any = None, precision: str = "fp32", data: dict[str, Any]
         "torchvision": version("torchvision"),  # not imported: ~3 s of start-up
         "icepick": __version__,
         "device": dev,
+        "cpu": cpu_model(),  # float results on the CPU differ between processor families
         "gpu_slot": slot.record() if (slot := current_slot()) else None,
         "arithmetic": arithmetic(precision),
         "data": data,
