@@ -397,6 +397,27 @@ def test_a_claim_failing_in_another_experiment_too_is_not_excused_by_scale(summa
     assert "| no (holds on Fashion-MNIST) |" in md and "Read against the claims on Fashion-MNIST" in md
 
 
+def test_a_checked_claims_table_is_written_again_read_against_another_experiment(summary_dir, tmp_path):
+    """`claims --table`: an experiment's claims.csv, re-read against a later one, without its runs."""
+    from icepick.cli import main
+
+    runs = pd.read_csv(summary_dir / "runs.csv")
+    table = reporting.claims(runs, pd.read_csv(summary_dir / "weight_shift.csv"),
+                             pd.read_csv(summary_dir / "pretrain.csv"), None, MODELS)
+    failing = table.loc[table["holds"] == "no", "id"].iloc[0]
+    other = table.copy()
+    other["holds"] = "n/a"
+    other.loc[other["id"] == failing, "holds"] = "no"
+    table.to_csv(tmp_path / "claims.csv", index=False)
+    other.to_csv(tmp_path / "other.csv", index=False)
+    assert main(["claims", "--table", str(tmp_path / "claims.csv"), "--compare", str(tmp_path / "other.csv"),
+                 "--compare-label", "at a larger size", "--out", str(tmp_path / "claims.md")]) == 0
+    row = next(line for line in (tmp_path / "claims.md").read_text().splitlines() if line.startswith(f"| {failing} |"))
+    assert row.endswith("| no (also at a larger size) |")
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["claims", "--table", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "x.md")]) == 2
+
+
 def test_claims_with_missing_results_say_na():
     runs = pd.DataFrame(columns=reporting.RUN_COLUMNS)
     table = reporting.claims(runs)

@@ -16,6 +16,7 @@ tables, figures and claims.md. Every input and output is an explicit file argume
     python -m icepick figure ablation --runs R --out PDF [--png PNG --models ... --paper-role ...]
     python -m icepick figure criteria --runs R --out PDF [--png PNG --models ... --paper-role ...]
     python -m icepick claims --runs R --weight-shift CSV --pretrain CSV --out MD [--csv-out CSV ...]
+    python -m icepick claims --table CLAIMS_CSV --compare OTHER_CSV --compare-label L --out MD
 """
 
 from __future__ import annotations
@@ -258,7 +259,11 @@ def _fig_lr_schedule(args: argparse.Namespace) -> int:
 
 def _register_claims(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("claims", help="claims.md: every quantitative claim of the paper, checked")
-    p.add_argument("--runs", type=Path, required=True, help="results/summary/runs.csv (all groups)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--runs", type=Path, help="results/summary/runs.csv (all groups)")
+    source.add_argument("--table", type=Path,
+                        help="a claims.csv already checked (instead of --runs): write its claims.md again, read "
+                             "against --compare")
     p.add_argument("--weight-shift", type=Path, default=None, help="results/summary/weight_shift.csv")
     p.add_argument("--pretrain", type=Path, default=None, help="results/summary/pretrain.csv")
     p.add_argument("--out", type=Path, required=True, help="claims.md")
@@ -275,7 +280,14 @@ def _register_claims(subparsers: argparse._SubParsersAction) -> None:
 def _claims(args: argparse.Namespace) -> int:
     shift = _read_csv(args.weight_shift) if args.weight_shift else None
     pretrain = _read_csv(args.pretrain) if args.pretrain else None
-    table = reporting.claims(_read_csv(args.runs), shift, pretrain, _roles(args), args.models)
+    if args.table is not None:
+        table = _read_csv(args.table)
+        missing = [c for c in reporting.CLAIM_COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"{args.table}: not a claims.csv (no column {', '.join(missing)}); "
+                             f"give the file icepick claims --csv-out wrote")
+    else:
+        table = reporting.claims(_read_csv(args.runs), shift, pretrain, _roles(args), args.models)
     other = _read_csv(args.compare) if args.compare else None
     reporting.write_text(args.out, reporting.claims_markdown(table, _roles(args), other, args.compare_label))
     if args.csv_out:

@@ -31,7 +31,7 @@ from icepick.reporting.aggregate import (
     write_table,
     write_text,
 )
-from icepick.reporting.claims import claims, claims_markdown, spearman, verdicts, weight_shift_stats
+from icepick.reporting.claims import CLAIM_COLUMNS, claims, claims_markdown, spearman, verdicts, weight_shift_stats
 from icepick.reporting.compare import (
     comparison_curves,
     comparison_savings,
@@ -84,5 +84,5 @@ __all__ = [
     "accuracy_curves", "plot_weight_shift", "plot_accuracy", "plot_thresholds", "plot_lr_schedule",
     "plot_ablation", "plot_criteria", "plot_comparison",
     "comparison_table", "comparison_savings", "comparison_curves", "format_comparison", "write_comparison",
-    "spearman", "weight_shift_stats", "claims", "claims_markdown", "verdicts",
+    "spearman", "weight_shift_stats", "claims", "claims_markdown", "verdicts", "CLAIM_COLUMNS",
 ]
