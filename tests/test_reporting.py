@@ -414,6 +414,9 @@ def test_a_checked_claims_table_is_written_again_read_against_another_experiment
                  "--compare-label", "at a larger size", "--out", str(tmp_path / "claims.md")]) == 0
     row = next(line for line in (tmp_path / "claims.md").read_text().splitlines() if line.startswith(f"| {failing} |"))
     assert row.endswith("| no (also at a larger size) |")
+    verdict = [line.rsplit("|", 2)[1].strip() for line in (tmp_path / "claims.md").read_text().splitlines()
+               if line.startswith("| ") and not line.startswith("| id ")]
+    assert verdict.count("n/a") == int((table["holds"] == "n/a").sum()) > 0  # 'n/a' read as text, not missing
     runs.to_csv(tmp_path / "runs.csv", index=False)
     assert main(["claims", "--table", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "x.md")]) == 2
 

@@ -70,6 +70,14 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: empty file; rerun the step that writes it") from None
 
 
+def _read_claims(path: Path) -> pd.DataFrame:
+    """A claims.csv as written: its 'n/a' cells stay text (pandas would read them as missing)."""
+    try:
+        return pd.read_csv(path, keep_default_na=False, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file; rerun the step that writes it") from None
+
+
 # ---------------------------------------------------------------- aggregate
 
 
@@ -281,14 +289,14 @@ def _claims(args: argparse.Namespace) -> int:
     shift = _read_csv(args.weight_shift) if args.weight_shift else None
     pretrain = _read_csv(args.pretrain) if args.pretrain else None
     if args.table is not None:
-        table = _read_csv(args.table)
+        table = _read_claims(args.table)
         missing = [c for c in reporting.CLAIM_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"{args.table}: not a claims.csv (no column {', '.join(missing)}); "
                              f"give the file icepick claims --csv-out wrote")
     else:
         table = reporting.claims(_read_csv(args.runs), shift, pretrain, _roles(args), args.models)
-    other = _read_csv(args.compare) if args.compare else None
+    other = _read_claims(args.compare) if args.compare else None
     reporting.write_text(args.out, reporting.claims_markdown(table, _roles(args), other, args.compare_label))
     if args.csv_out:
         reporting.write_table(args.csv_out, table)
