@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -63,19 +64,16 @@ def _roles(args: argparse.Namespace) -> dict[str, str]:
     return dict(args.paper_role or [])
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, **options: Any) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; rerun the step that writes it") from None
 
 
 def _read_claims(path: Path) -> pd.DataFrame:
     """A claims.csv as written: its 'n/a' cells stay text (pandas would read them as missing)."""
-    try:
-        return pd.read_csv(path, keep_default_na=False, dtype=str)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file; rerun the step that writes it") from None
+    return _read_csv(path, keep_default_na=False, dtype=str)
 
 
 # ---------------------------------------------------------------- aggregate
